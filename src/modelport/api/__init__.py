@@ -1,0 +1,1 @@
+"""HTTP transport (see README.md in this folder)."""

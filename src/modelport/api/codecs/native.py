@@ -1,0 +1,158 @@
+"""The native v1 JSON bodies ↔ named arrays.
+
+Request forms (``decode``):
+  rows     ``{"inputs": [[5.1, 3.5, 1.4, 0.2], ...]}``               one input, one list per row
+  columns  ``{"inputs": {"sepal_length": [5.1, ...], ...}}``          one list per feature
+  named    ``{"inputs": {"input_a": [...], "input_b": [...]}}``       one array per model input
+  records  ``{"instances": [{"sepal_length": 5.1, ...}, ...]}``       one object per row
+Response rows (``encode``): a classifier gives ``{"label", "probabilities": {label: p}}``,
+a regressor ``{"prediction": value}``, anything else ``{output_name: value}`` per row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import orjson
+
+from modelport.core.signature import NamedArrays, Signature, Task, TensorSpec
+from modelport.errors import InvalidInput, MalformedRequest
+
+
+def parse_json(body: bytes) -> Any:
+    if not body:
+        raise MalformedRequest("the request body is empty; send a JSON object")
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise MalformedRequest(f"the body is not valid JSON: {exc}") from None
+
+
+def _array(value: Any, where: str) -> np.ndarray:
+    try:
+        array = np.asarray(value)
+    except (ValueError, TypeError):
+        raise InvalidInput(
+            f"{where}: rows have different lengths or mixed nesting; send a rectangular array"
+        ) from None
+    if array.dtype.kind == "O" and array.ndim and any(
+        isinstance(v, list | dict) for v in array.flat
+    ):
+        raise InvalidInput(f"{where}: rows have different lengths or mixed nesting")
+    return array
+
+
+def _columns(spec: TensorSpec, columns: Mapping[str, Any]) -> np.ndarray:
+    assert spec.names is not None
+    missing = [n for n in spec.names if n not in columns]
+    unknown = [k for k in columns if k not in spec.names]
+    if missing or unknown:
+        raise InvalidInput(_feature_problem(missing, unknown, spec.names))
+    cols = []
+    length: int | None = None
+    for name in spec.names:
+        col = columns[name]
+        if not isinstance(col, list):
+            raise InvalidInput(f"feature '{name}': expected a list of values, one per row")
+        if length is None:
+            length = len(col)
+        elif len(col) != length:
+            raise InvalidInput(
+                f"feature '{name}': has {len(col)} values but other features have {length}"
+            )
+        cols.append(col)
+    return _array(cols, "inputs").T
+
+
+def _feature_problem(missing: Sequence[str], unknown: Sequence[str], names: Sequence[str]) -> str:
+    parts = []
+    if missing:
+        parts.append(f"missing feature(s) {list(missing)}")
+    if unknown:
+        parts.append(f"unknown feature(s) {list(unknown)}")
+    return f"{'; '.join(parts)}; expected features {list(names)}"
+
+
+def _records(signature: Signature, records: list[Any]) -> NamedArrays:
+    spec = signature.single_input
+    if records and all(isinstance(r, list) for r in records):
+        if spec is None:
+            raise InvalidInput("this model has several inputs: send records keyed by input name")
+        return {spec.name: _array(records, "instances")}
+    if not all(isinstance(r, dict) for r in records):
+        raise InvalidInput("'instances' must be a list of objects (one per row)")
+    if spec is not None and spec.names is not None:
+        names = spec.names
+        rows = []
+        for i, record in enumerate(records):
+            if len(record) != len(names) or any(n not in record for n in names):
+                missing = [n for n in names if n not in record]
+                unknown = [k for k in record if k not in names]
+                raise InvalidInput(f"instances[{i}]: {_feature_problem(missing, unknown, names)}")
+            rows.append([record[n] for n in names])
+        return {spec.name: _array(rows, "instances")}
+    input_names = [s.name for s in signature.inputs]
+    out: NamedArrays = {}
+    for name in input_names:
+        try:
+            out[name] = _array([r[name] for r in records], f"instances.{name}")
+        except KeyError:
+            raise InvalidInput(
+                f"instances: every record needs the input(s) {input_names}"
+            ) from None
+    unknown = sorted({k for r in records for k in r} - set(input_names))
+    if unknown:
+        raise InvalidInput(f"instances: unknown input(s) {unknown}; expected {input_names}")
+    return out
+
+
+def decode(payload: Any, signature: Signature) -> NamedArrays:
+    if not isinstance(payload, dict):
+        raise InvalidInput("the body must be a JSON object with 'inputs' or 'instances'")
+    has_inputs, has_instances = "inputs" in payload, "instances" in payload
+    if has_inputs == has_instances:
+        raise InvalidInput("send exactly one of 'inputs' (rows or columns) or 'instances' (records)")
+    if has_instances:
+        records = payload["instances"]
+        if not isinstance(records, list):
+            raise InvalidInput("'instances' must be a list of objects (one per row)")
+        return _records(signature, records)
+    inputs = payload["inputs"]
+    spec = signature.single_input
+    if isinstance(inputs, list):
+        if spec is None:
+            raise InvalidInput(
+                f"this model has several inputs {[s.name for s in signature.inputs]}: "
+                "send {\"inputs\": {name: array, ...}}"
+            )
+        return {spec.name: _array(inputs, "inputs")}
+    if isinstance(inputs, dict):
+        if spec is not None and spec.names is not None and spec.name not in inputs:
+            return {spec.name: _columns(spec, inputs)}
+        return {name: _array(value, f"input '{name}'") for name, value in inputs.items()}
+    raise InvalidInput("'inputs' must be a list of rows or an object of columns")
+
+
+def encode(signature: Signature, outputs: NamedArrays) -> list[dict[str, Any]]:
+    probs = outputs.get("probabilities")
+    if signature.task is Task.CLASSIFICATION and probs is not None and signature.labels:
+        labels = signature.labels
+        rows = probs.tolist()
+        best = np.argmax(probs, axis=1).tolist()
+        return [
+            {"label": labels[b], "probabilities": dict(zip(labels, row, strict=True))}
+            for b, row in zip(best, rows, strict=True)
+        ]
+    if signature.task is Task.REGRESSION and "prediction" in outputs:
+        return [{"prediction": v} for v in outputs["prediction"].tolist()]
+    names = list(outputs)
+    columns = [_jsonable(outputs[n]) for n in names]
+    return [dict(zip(names, row, strict=True)) for row in zip(*columns, strict=True)]
+
+
+def _jsonable(array: np.ndarray) -> list[Any]:
+    if array.dtype.kind == "S":
+        return [v.decode("utf-8", "replace") for v in array.tolist()]
+    return list(array.tolist())

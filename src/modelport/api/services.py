@@ -1,0 +1,22 @@
+"""What the HTTP layer is given: already-built objects, wired by ``bootstrap.build``."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from modelport.core.registry import Registry
+from modelport.core.service import InferenceService
+from modelport.settings import Settings
+
+
+@dataclass
+class Services:
+    settings: Settings
+    registry: Registry
+    service: InferenceService
+    # start-up / shutdown work run by the app's lifespan, in order (shutdown in reverse)
+    startup: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    shutdown: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    extras: dict[str, Any] = field(default_factory=dict)

@@ -1,0 +1,1 @@
+"""Transport-neutral model serving core (see README.md in this folder)."""

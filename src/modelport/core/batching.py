@@ -1,0 +1,263 @@
+"""Adaptive batching: a queue, a future per request, a pure "run now?" policy, an injected clock.
+
+Policy (``decide``): while every executor slot is busy, requests accumulate; as soon as a
+slot is free the batcher takes everything queued, up to ``max_batch_size`` rows, at once.
+There is no fixed wait window: a lone request runs immediately. Only when a
+``preferred_batch_size`` is set and ``max_delay_s`` > 0 does it wait, and never longer than
+``max_delay_s`` after the oldest request arrived.
+
+``Batcher`` runs the policy: ``submit`` enqueues and awaits its slice of the batch result.
+Drain tasks start lazily (one per executor slot) and exit when the queue is empty.
+Cancelled requests (client gone) and requests past their deadline are dropped before
+inference. A failing batch fails each of its callers with the same error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from modelport.clock import Clock
+from modelport.core.signature import NamedArrays
+from modelport.errors import DeadlineExceeded, ModelFailed, ModelportError, Overloaded
+
+log = logging.getLogger("modelport.batching")
+
+RunBatch = Callable[[NamedArrays], Awaitable[NamedArrays]]
+
+
+@dataclass(frozen=True)
+class BatchPolicy:
+    max_batch_size: int = 128
+    max_delay_s: float = 0.0
+    preferred_batch_size: int | None = None
+    max_queue: int = 4096
+    concurrency: int = 1
+
+
+@dataclass(frozen=True)
+class Decision:
+    run: bool
+    wait_s: float = 0.0  # when not running: re-check after this long (0 = on next event)
+
+
+def decide(queued_rows: int, oldest_wait_s: float, busy_slots: int, policy: BatchPolicy) -> Decision:
+    """Pure: should a batch start now?"""
+    if queued_rows == 0 or busy_slots >= policy.concurrency:
+        return Decision(run=False)
+    target = policy.preferred_batch_size
+    if (
+        target is not None
+        and policy.max_delay_s > 0
+        and queued_rows < min(target, policy.max_batch_size)
+        and oldest_wait_s < policy.max_delay_s
+    ):
+        return Decision(run=False, wait_s=policy.max_delay_s - oldest_wait_s)
+    return Decision(run=True)
+
+
+def take_count(row_counts: list[int], max_rows: int) -> int:
+    """Pure: how many queued requests (in order) fit in one batch; always at least one."""
+    total = 0
+    for i, rows in enumerate(row_counts):
+        if i and total + rows > max_rows:
+            return i
+        total += rows
+    return len(row_counts)
+
+
+@dataclass
+class BatchStats:
+    batches: int = 0
+    rows: int = 0
+    requests: int = 0
+    max_batch_rows: int = 0
+    queue_wait_s_total: float = 0.0
+    dropped_deadline: int = 0
+    dropped_cancelled: int = 0
+    rejected_overload: int = 0
+    failed_batches: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "batches": self.batches,
+            "requests": self.requests,
+            "rows": self.rows,
+            "mean_batch_rows": round(self.rows / self.batches, 3) if self.batches else 0.0,
+            "max_batch_rows": self.max_batch_rows,
+            "mean_queue_wait_ms": round(1000 * self.queue_wait_s_total / self.requests, 4)
+            if self.requests
+            else 0.0,
+            "dropped_deadline": self.dropped_deadline,
+            "dropped_cancelled": self.dropped_cancelled,
+            "rejected_overload": self.rejected_overload,
+            "failed_batches": self.failed_batches,
+        }
+
+
+class _Item:
+    __slots__ = ("deadline", "enqueued", "future", "inputs", "rows")
+
+    def __init__(
+        self, inputs: NamedArrays, rows: int, future: asyncio.Future[NamedArrays],
+        enqueued: float, deadline: float | None,
+    ) -> None:
+        self.inputs = inputs
+        self.rows = rows
+        self.future = future
+        self.enqueued = enqueued
+        self.deadline = deadline
+
+
+def _concat(items: list[_Item]) -> NamedArrays:
+    if len(items) == 1:
+        return items[0].inputs
+    return {name: np.concatenate([it.inputs[name] for it in items]) for name in items[0].inputs}
+
+
+class Batcher:
+    """Queues requests for one model version and runs them in adaptive batches."""
+
+    def __init__(self, run_batch: RunBatch, policy: BatchPolicy, clock: Clock) -> None:
+        self._run_batch = run_batch
+        self.policy = policy
+        self._clock = clock
+        self._queue: deque[_Item] = deque()
+        self._queued_rows = 0
+        self._busy = 0
+        self._drains = 0
+        self._closed = False
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.stats = BatchStats()
+
+    @property
+    def queued(self) -> int:
+        return len(self._queue)
+
+    async def submit(
+        self, inputs: NamedArrays, rows: int, deadline: float | None = None
+    ) -> NamedArrays:
+        if self._closed:
+            raise Overloaded("the model version is shutting down", retry_after=1.0)
+        if len(self._queue) >= self.policy.max_queue:
+            self.stats.rejected_overload += 1
+            raise Overloaded(
+                f"the queue for this model is full ({self.policy.max_queue} requests)",
+                retry_after=1.0,
+            )
+        future: asyncio.Future[NamedArrays] = asyncio.get_running_loop().create_future()
+        self._queue.append(_Item(inputs, rows, future, self._clock.now(), deadline))
+        self._queued_rows += rows
+        if self._drains < self.policy.concurrency:
+            self._drains += 1
+            task = asyncio.get_running_loop().create_task(self._drain())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        return await future
+
+    def _pop_batch(self) -> list[_Item]:
+        now = self._clock.now()
+        batch: list[_Item] = []
+        total = 0
+        limit = self.policy.max_batch_size
+        queue = self._queue
+        while queue:
+            item = queue[0]
+            if item.future.done():  # cancelled: the caller went away
+                queue.popleft()
+                self._queued_rows -= item.rows
+                self.stats.dropped_cancelled += 1
+                continue
+            if item.deadline is not None and now > item.deadline:
+                queue.popleft()
+                self._queued_rows -= item.rows
+                self.stats.dropped_deadline += 1
+                item.future.set_exception(
+                    DeadlineExceeded("the request's deadline passed while it was queued")
+                )
+                continue
+            if batch and total + item.rows > limit:
+                break
+            queue.popleft()
+            self._queued_rows -= item.rows
+            batch.append(item)
+            total += item.rows
+            self.stats.queue_wait_s_total += now - item.enqueued
+        return batch
+
+    async def _drain(self) -> None:
+        try:
+            while self._queue:
+                oldest = self._clock.now() - self._queue[0].enqueued
+                decision = decide(self._queued_rows, oldest, self._busy, self.policy)
+                if not decision.run:
+                    if decision.wait_s <= 0:
+                        return  # all slots busy: the running drains will pick this up
+                    await asyncio.sleep(decision.wait_s)
+                    continue
+                batch = self._pop_batch()
+                if batch:
+                    self._busy += 1
+                    try:
+                        await self._execute(batch)
+                    finally:
+                        self._busy -= 1
+        finally:
+            self._drains -= 1
+
+    async def _execute(self, batch: list[_Item]) -> None:
+        rows = sum(it.rows for it in batch)
+        stats = self.stats
+        stats.batches += 1
+        stats.requests += len(batch)
+        stats.rows += rows
+        if rows > stats.max_batch_rows:
+            stats.max_batch_rows = rows
+        try:
+            outputs = await self._run_batch(_concat(batch))
+            for name, value in outputs.items():
+                got = value.shape[0] if value.ndim else 1
+                if got != rows:
+                    raise ModelFailed(
+                        f"the model returned {got} rows in output '{name}' for {rows} input rows"
+                    )
+        except asyncio.CancelledError:
+            self._fail(batch, Overloaded("the model version is shutting down"))
+            raise
+        except ModelportError as exc:
+            stats.failed_batches += 1
+            self._fail(batch, exc)
+            return
+        except Exception as exc:
+            stats.failed_batches += 1
+            log.error("model raised on a batch of %d rows: %s: %s", rows, type(exc).__name__, exc)
+            self._fail(batch, ModelFailed(f"the model raised {type(exc).__name__}"))
+            return
+        if len(batch) == 1:
+            if not batch[0].future.done():
+                batch[0].future.set_result(outputs)
+            return
+        start = 0
+        for item in batch:
+            end = start + item.rows
+            if not item.future.done():
+                item.future.set_result({name: v[start:end] for name, v in outputs.items()})
+            start = end
+
+    @staticmethod
+    def _fail(batch: list[_Item], exc: ModelportError) -> None:
+        for item in batch:
+            if not item.future.done():
+                item.future.set_exception(exc)
+
+    async def close(self) -> None:
+        """Stop accepting work, let queued requests finish (drain), then return."""
+        self._closed = True
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)

@@ -1,0 +1,241 @@
+"""Names → versions → loaded models, aliases, and each version's lifecycle.
+
+Lifecycle: ``loading → ready → draining → unloaded`` (or ``failed``). A version is only
+served once ``ready``; the registry owns that state. Loading does the blocking I/O in a
+thread so the server answers ``/healthz`` (and a 503 ``/readyz``) while models load.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+from pathlib import Path
+
+from modelport.clock import Clock
+from modelport.core.batching import Batcher, BatchPolicy
+from modelport.core.discovery import RuntimeTable
+from modelport.core.executors import Executor, ThreadExecutor
+from modelport.core.repository import ModelSource, VersionSource, latest
+from modelport.core.runtime import Isolation, ModelConfig
+from modelport.core.signature import Signature, TensorSpec
+from modelport.core.signature_spec import apply_feature_names, signature_from_mapping
+from modelport.errors import ConfigError, ModelNotFound, ModelNotReady, VersionNotFound
+from modelport.settings import BatchingSettings, ExecutorSettings
+
+log = logging.getLogger("modelport.registry")
+
+ExecutorFactory = Callable[[str, Path, ModelConfig], Awaitable[tuple[Signature, Executor]]]
+
+
+class VersionState(StrEnum):
+    LOADING = "loading"
+    READY = "ready"
+    FAILED = "failed"
+    DRAINING = "draining"
+    UNLOADED = "unloaded"
+
+
+@dataclass
+class ServedVersion:
+    model: str
+    version: str
+    runtime: str
+    artifact: Path
+    state: VersionState = VersionState.LOADING
+    signature: Signature | None = None
+    batcher: Batcher | None = None
+    executor: Executor | None = None
+    error: str | None = None
+
+
+@dataclass
+class ServedModel:
+    name: str
+    config: ModelConfig
+    versions: dict[str, ServedVersion] = field(default_factory=dict)
+    aliases: dict[str, str] = field(default_factory=dict)
+    default_version: str | None = None
+
+    def ready_versions(self) -> list[str]:
+        return [v for v, sv in self.versions.items() if sv.state is VersionState.READY]
+
+    def resolve_name(self, ref: str | None) -> str:
+        """A version number, an alias, ``latest``, or None (the default) → a version key."""
+        if ref is None:
+            if self.default_version is not None:
+                return self.default_version
+            ref = "latest"
+        if ref in self.versions:
+            return ref
+        if ref in self.aliases:
+            return self.aliases[ref]
+        if ref == "latest":
+            candidates = self.ready_versions() or list(self.versions)
+            if candidates:
+                return latest(candidates)
+        raise VersionNotFound(
+            f"model '{self.name}' has no version or alias '{ref}'; versions: "
+            f"{sorted(self.versions)}, aliases: {sorted(self.aliases)}"
+        )
+
+
+def effective_signature(
+    inferred: Signature, config: ModelConfig, features: tuple[str, ...] | None, where: str
+) -> Signature:
+    signature = inferred
+    if config.signature:
+        signature = signature_from_mapping(config.signature, where, base=inferred)
+    signature = apply_feature_names(signature, features)
+    if config.labels:
+        probs = [o for o in signature.outputs if o.name == "probabilities"]
+        if probs and probs[0].shape[-1] not in (-1, len(config.labels)):
+            raise ConfigError(
+                f"{where}: 'labels' lists {len(config.labels)} classes but the model "
+                f"outputs {probs[0].shape[-1]}"
+            )
+        outputs = tuple(
+            TensorSpec(o.name, o.dtype, o.shape, names=config.labels)
+            if o.name == "probabilities" else o
+            for o in signature.outputs
+        )
+        signature = replace(signature, outputs=outputs, labels=config.labels)
+    return signature
+
+
+class Registry:
+    def __init__(
+        self,
+        runtimes: RuntimeTable,
+        batching: BatchingSettings,
+        executors: ExecutorSettings,
+        clock: Clock,
+        process_factory: ExecutorFactory | None = None,
+    ) -> None:
+        self._runtimes = runtimes
+        self._batching = batching
+        self._executors = executors
+        self._clock = clock
+        self._process_factory = process_factory
+        self._models: dict[str, ServedModel] = {}
+        self._features: dict[str, tuple[str, ...] | None] = {}
+
+    # ── reading ──────────────────────────────────────────────────────────────
+    def names(self) -> list[str]:
+        return sorted(self._models)
+
+    def get(self, name: str) -> ServedModel:
+        try:
+            return self._models[name]
+        except KeyError:
+            raise ModelNotFound(
+                f"no model named '{name}'; available: {self.names()}"
+            ) from None
+
+    def resolve(self, name: str, ref: str | None = None) -> ServedVersion:
+        model = self.get(name)
+        version = model.versions[model.resolve_name(ref)]
+        if version.state is not VersionState.READY:
+            raise ModelNotReady(
+                f"model '{name}' version {version.version} is {version.state.value}"
+                + (f": {version.error}" if version.error else "")
+            )
+        return version
+
+    def all_ready(self) -> bool:
+        return bool(self._models) and all(
+            sv.state is VersionState.READY for m in self._models.values() for sv in m.versions.values()
+        )
+
+    # ── loading ──────────────────────────────────────────────────────────────
+    def add_sources(self, sources: list[ModelSource]) -> None:
+        """Register what will be served (state ``loading``) without doing any I/O yet."""
+        for source in sources:
+            if source.name in self._models:
+                raise ConfigError(f"model {source.name!r} is configured twice")
+            model = ServedModel(
+                name=source.name,
+                config=source.config,
+                aliases=dict(source.aliases),
+                default_version=source.default_version,
+            )
+            for vs in source.versions:
+                runtime = self._runtimes.for_artifact(vs.artifact, source.config.runtime)
+                model.versions[vs.version] = ServedVersion(
+                    source.name, vs.version, runtime, vs.artifact
+                )
+            for alias, target in model.aliases.items():
+                if target not in model.versions:
+                    raise ConfigError(
+                        f"model {source.name!r}: alias {alias!r} points at missing version {target!r}"
+                    )
+            self._models[source.name] = model
+            self._features[source.name] = source.features
+
+    async def load_all(self) -> None:
+        """Load every registered version; failures are recorded, not raised."""
+        for model in list(self._models.values()):
+            for version in model.versions.values():
+                if version.state is VersionState.LOADING:
+                    await self._load(model, version)
+
+    def _policy(self, config: ModelConfig, slots: int) -> BatchPolicy:
+        b, o = self._batching, config.batching
+        enabled = b.enabled if o.enabled is None else o.enabled
+        max_batch = o.max_batch_size or b.max_batch_size
+        return BatchPolicy(
+            max_batch_size=max_batch if enabled else 1,
+            max_delay_s=(o.max_delay_ms if o.max_delay_ms is not None else b.max_delay_ms) / 1000,
+            preferred_batch_size=o.preferred_batch_size or b.preferred_batch_size,
+            max_queue=o.max_queue or b.max_queue,
+            concurrency=slots,
+        )
+
+    async def _thread_executor(
+        self, runtime_name: str, artifact: Path, config: ModelConfig
+    ) -> tuple[Signature, Executor]:
+        runtime = self._runtimes.get(runtime_name)
+        loaded = await asyncio.to_thread(runtime.load, artifact, config)
+        await asyncio.to_thread(loaded.warmup)
+        threads = config.threads or self._executors.threads
+        return loaded.signature, ThreadExecutor(loaded, threads, name=artifact.stem)
+
+    async def _load(self, model: ServedModel, version: ServedVersion) -> None:
+        where = f"{model.name} v{version.version}"
+        try:
+            if model.config.isolation is Isolation.PROCESS:
+                if self._process_factory is None:
+                    raise ConfigError("process isolation is not available in this server")
+                inferred, executor = await self._process_factory(
+                    version.runtime, version.artifact, model.config
+                )
+            else:
+                inferred, executor = await self._thread_executor(
+                    version.runtime, version.artifact, model.config
+                )
+            version.signature = effective_signature(
+                inferred, model.config, self._features.get(model.name), where
+            )
+            version.executor = executor
+            version.batcher = Batcher(
+                executor.run, self._policy(model.config, executor.slots), self._clock
+            )
+            version.state = VersionState.READY
+            log.info("loaded %s (%s) from %s", where, version.runtime, version.artifact)
+        except Exception as exc:
+            version.state = VersionState.FAILED
+            version.error = str(exc)
+            log.error("failed to load %s from %s: %s", where, version.artifact, exc)
+
+    async def close(self) -> None:
+        for model in self._models.values():
+            for version in model.versions.values():
+                if version.state is VersionState.READY:
+                    version.state = VersionState.DRAINING
+                if version.batcher is not None:
+                    await version.batcher.close()
+                if version.executor is not None:
+                    await version.executor.close()
+                version.state = VersionState.UNLOADED

@@ -1,0 +1,132 @@
+"""scikit-learn estimators and pipelines from joblib/pickle files or the safe skops format."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from modelport.core.runtime import BaseLoadedModel, ModelConfig
+from modelport.core.signature import NamedArrays, Signature, Task, TensorSpec
+from modelport.errors import ConfigError, MissingExtra
+
+try:
+    import joblib
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    raise MissingExtra("sklearn", "joblib") from exc
+
+log = logging.getLogger("modelport.runtime.sklearn")
+
+INPUT = "input"
+_PICKLE_SUFFIXES = (".joblib", ".pkl", ".pickle")
+_SAFE_MODULE_PREFIXES = ("sklearn.", "numpy.", "scipy.", "builtins.", "collections.")
+
+
+class SklearnModel(BaseLoadedModel):
+    def __init__(self, estimator: Any, signature: Signature) -> None:
+        self._estimator = estimator
+        self.signature = signature
+        self._proba = signature.task is Task.CLASSIFICATION and hasattr(estimator, "predict_proba")
+        self._classes = np.asarray(getattr(estimator, "classes_", []))
+        # Estimators fitted on a DataFrame warn on every numpy call; we validated the
+        # column order ourselves, so the warning carries no information here.
+        self._named = hasattr(estimator, "feature_names_in_")
+
+    def _call(self, method: Any, x: np.ndarray) -> np.ndarray:
+        if not self._named:
+            return np.asarray(method(x))
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="X does not have valid feature names")
+            return np.asarray(method(x))
+
+    def predict(self, inputs: NamedArrays) -> NamedArrays:
+        x = inputs[INPUT]
+        if self._proba:
+            proba = self._call(self._estimator.predict_proba, x)
+            return {
+                "label": self._classes[np.argmax(proba, axis=1)],
+                "probabilities": proba,
+            }
+        return {"prediction": self._call(self._estimator.predict, x)}
+
+
+def _load_skops(path: Path, config: ModelConfig) -> Any:
+    try:
+        from skops import io as skops_io
+    except ImportError as exc:
+        raise MissingExtra("sklearn", "skops") from exc
+    untrusted = skops_io.get_untrusted_types(file=path)
+    refused = [
+        t for t in untrusted
+        if not t.startswith(_SAFE_MODULE_PREFIXES) and t not in config.trusted_types
+    ]
+    if refused:
+        raise ConfigError(
+            f"{path.name}: the skops file references types outside scikit-learn/numpy/scipy: "
+            f"{refused}; list them under 'trusted_types' in model.yaml if you trust them"
+        )
+    return skops_io.load(path, trusted=untrusted)
+
+
+def _infer_signature(estimator: Any, path: Path) -> Signature:
+    n_features = getattr(estimator, "n_features_in_", None)
+    if n_features is None:
+        raise ConfigError(
+            f"{path.name}: the estimator is not fitted or does not expose n_features_in_; "
+            "give the signature in model.yaml"
+        )
+    names = getattr(estimator, "feature_names_in_", None)
+    inputs = (
+        TensorSpec(
+            name=INPUT,
+            dtype="float64",
+            shape=(-1, int(n_features)),
+            names=tuple(str(n) for n in names) if names is not None else None,
+        ),
+    )
+    classes = getattr(estimator, "classes_", None)
+    if classes is not None and hasattr(estimator, "predict_proba"):
+        labels = tuple(str(c) for c in classes)
+        label_dtype = "int64" if np.asarray(classes).dtype.kind in "iu" else "str"
+        return Signature(
+            inputs=inputs,
+            outputs=(
+                TensorSpec("label", label_dtype, (-1,)),
+                TensorSpec("probabilities", "float64", (-1, len(labels)), names=labels),
+            ),
+            task=Task.CLASSIFICATION,
+            labels=labels,
+        )
+    n_targets = getattr(estimator, "n_outputs_", 1)
+    shape = (-1,) if n_targets == 1 else (-1, int(n_targets))
+    return Signature(
+        inputs=inputs,
+        outputs=(TensorSpec("prediction", "float64", shape),),
+        task=Task.REGRESSION if classes is None else Task.GENERIC,
+    )
+
+
+class SklearnRuntime:
+    name = "sklearn"
+
+    def load(self, artifact: Path, config: ModelConfig) -> SklearnModel:
+        if artifact.suffix == ".skops":
+            estimator = _load_skops(artifact, config)
+        elif artifact.suffix in _PICKLE_SUFFIXES:
+            log.warning(
+                "loading %s with pickle: pickles execute code when loaded; only serve files "
+                "you trust (the .skops format avoids this)",
+                artifact.name,
+            )
+            try:
+                estimator = joblib.load(artifact)
+            except Exception as exc:
+                raise ConfigError(f"{artifact.name}: cannot unpickle: {exc}") from exc
+        else:
+            raise ConfigError(f"{artifact.name}: not a scikit-learn artifact")
+        if not hasattr(estimator, "predict"):
+            raise ConfigError(f"{artifact.name}: the object has no predict method")
+        return SklearnModel(estimator, _infer_signature(estimator, artifact))

@@ -1,0 +1,55 @@
+"""``InferenceService``: the one way to run a prediction, whatever the transport.
+
+The native, V2 and OpenAI routers, the CLI's ``predict`` and the Ray adapter all translate
+their requests into ``predict(model, version, inputs)`` and its result back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from modelport.clock import Clock
+from modelport.core.registry import Registry, ServedVersion
+from modelport.core.signature import NamedArrays, Signature, validate
+
+
+@dataclass(frozen=True)
+class Prediction:
+    model: str
+    version: str
+    signature: Signature
+    outputs: NamedArrays
+    rows: int
+
+
+class InferenceService:
+    def __init__(
+        self, registry: Registry, clock: Clock, *, default_timeout_s: float, max_request_rows: int
+    ) -> None:
+        self.registry = registry
+        self._clock = clock
+        self._default_timeout_s = default_timeout_s
+        self._max_rows = max_request_rows
+
+    def target(self, model: str, version: str | None = None) -> ServedVersion:
+        """The ready version a request for ``model`` (and version/alias) would run on."""
+        return self.registry.resolve(model, version)
+
+    async def predict(
+        self,
+        model: str,
+        version: str | None,
+        inputs: Mapping[str, np.ndarray],
+        *,
+        timeout_s: float | None = None,
+        served: ServedVersion | None = None,
+    ) -> Prediction:
+        served = served or self.registry.resolve(model, version)
+        assert served.signature is not None and served.batcher is not None
+        arrays, rows = validate(served.signature, inputs, max_rows=self._max_rows)
+        timeout = self._default_timeout_s if timeout_s is None else timeout_s
+        outputs = await served.batcher.submit(arrays, rows, self._clock.now() + timeout)
+        return Prediction(served.model, served.version, served.signature, outputs, rows)
