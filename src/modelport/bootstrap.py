@@ -29,7 +29,8 @@ def _process_factory(settings: Settings) -> ExecutorFactory | None:
         from modelport.core.process_executor import process_executor_factory
     except ImportError:  # pragma: no cover - module always ships; guard for partial installs
         return None
-    return process_executor_factory(settings.executors.process_workers)
+    factory: ExecutorFactory = process_executor_factory(settings.executors.process_workers)
+    return factory
 
 
 def build(settings: Settings, *, demo_repository: Path | None = None) -> Services:

@@ -1,8 +1,10 @@
 """Demo models built from scikit-learn's bundled datasets (no download), cached in the data dir.
 
-    iris      LogisticRegression pipeline, 4 named features, labels setosa/versicolor/virginica
-    diabetes  Ridge regression, 10 named features
-    digits    LogisticRegression on 8×8 grayscale images flattened to 64 values (0–16)
+Stored in the skops format, which loads without executing code (unlike pickle).
+
+iris      LogisticRegression pipeline, 4 named features, labels setosa/versicolor/virginica
+diabetes  Ridge regression, 10 named features
+digits    LogisticRegression on 8x8 grayscale images flattened to 64 values (0-16)
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ def _build_iris() -> tuple[Any, dict[str, Any]]:
 
     data = load_iris()
     labels = np.asarray(data.target_names)[data.target]
-    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)).fit(data.data, labels)
+    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
+    model.fit(data.data, labels)
     return model, {
         "description": "Iris species from flower measurements (cm); scikit-learn bundled data.",
         "features": _IRIS_FEATURES,
@@ -63,11 +66,23 @@ def _build_digits() -> tuple[Any, dict[str, Any]]:
     return model, {
         "description": "Handwritten digit 0-9 from an 8x8 grayscale image, flattened row by "
         "row into 64 values from 0 (white) to 16 (black).",
-        "signature": {"inputs": [{"name": "input", "dtype": "float64", "shape": [-1, 64],
-                                  "kind": "image", "range": [0, 16]}]},
+        "signature": {
+            "inputs": [
+                {
+                    "name": "input",
+                    "dtype": "float64",
+                    "shape": [-1, 64],
+                    "kind": "image",
+                    "range": [0, 16],
+                }
+            ]
+        },
         "labels": [str(i) for i in range(10)],
-        "metadata": {"dataset": "sklearn.datasets.load_digits", "task": "classification",
-                     "image_shape": [8, 8]},
+        "metadata": {
+            "dataset": "sklearn.datasets.load_digits",
+            "task": "classification",
+            "image_shape": [8, 8],
+        },
     }
 
 
@@ -83,12 +98,12 @@ def ensure_demo_repository(
 ) -> Path:
     """Build any missing demo model into ``data_dir/demo`` and return that repository path."""
     try:
-        import joblib
+        from skops import io as skops_io
     except ImportError as exc:
-        raise MissingExtra("sklearn", "scikit-learn") from exc
+        raise MissingExtra("sklearn", "skops") from exc
     root = data_dir / "demo"
     for name in DEMO_MODELS:
-        artifact = root / name / "1" / "model.joblib"
+        artifact = root / name / "1" / "model.skops"
         config = root / name / "model.yaml"
         if artifact.exists() and config.exists():
             continue
@@ -96,7 +111,7 @@ def ensure_demo_repository(
         model, meta = _BUILDERS[name]()
         artifact.parent.mkdir(parents=True, exist_ok=True)
         tmp = artifact.with_suffix(".tmp")
-        joblib.dump(model, tmp)
+        skops_io.dump(model, tmp)
         tmp.replace(artifact)
         config.write_text(yaml.safe_dump(meta, sort_keys=False))
     return root

@@ -13,8 +13,8 @@
     ├── ModelNotReady              model_not_ready
     ├── Unauthenticated            unauthenticated
     ├── Forbidden                  forbidden
-    ├── RateLimited                rate_limited         carries retry_after (seconds)
-    │   └── QuotaExceeded          quota_exceeded
+    ├── RateLimited                rate_limited         carries retry_after (s) + RateLimit-* headers
+    │   └── QuotaExceeded          quota_exceeded       a per-period quota is used up
     ├── Overloaded                 overloaded           queue full; carries retry_after
     ├── DeadlineExceeded           deadline_exceeded
     ├── WorkerFailed               worker_failed        a model worker died or raised; plain data
@@ -24,6 +24,8 @@
 """
 
 from __future__ import annotations
+
+import math
 
 
 class ModelportError(Exception):
@@ -81,7 +83,12 @@ class ModelNotReady(ModelportError):
 
 
 class Unauthenticated(ModelportError):
+    """No credential, or one that is unknown, expired, revoked or tampered with.
+
+    The message is the same for all of these, so a caller cannot tell which."""
+
     code = "unauthenticated"
+    headers = {"WWW-Authenticate": 'Bearer realm="modelport"'}
 
 
 class Forbidden(ModelportError):
@@ -89,11 +96,29 @@ class Forbidden(ModelportError):
 
 
 class RateLimited(ModelportError):
+    """Too many requests. ``headers`` carries ``RateLimit-*`` values for the transport."""
+
     code = "rate_limited"
 
-    def __init__(self, message: str, retry_after: float) -> None:
+    def __init__(
+        self,
+        message: str,
+        retry_after: float,
+        *,
+        limit: int | None = None,
+        remaining: int | None = None,
+        reset: float | None = None,
+    ) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+        self.limit = limit
+        self.remaining = remaining
+        self.reset = reset
+        self.headers: dict[str, str] = {}
+        if limit is not None:
+            self.headers["RateLimit-Limit"] = str(limit)
+            self.headers["RateLimit-Remaining"] = str(max(0, remaining or 0))
+            self.headers["RateLimit-Reset"] = str(max(1, math.ceil(reset or retry_after)))
 
 
 class QuotaExceeded(RateLimited):

@@ -1,4 +1,4 @@
-"""One typed, frozen settings object, built once: flags > ``MODELPORT_*`` env > config file > defaults.
+"""One typed, frozen settings object: flags > ``MODELPORT_*`` env > config file > defaults.
 
 This is the only module that reads the environment or config files. Components receive
 only their slice (``Batcher(policy=settings.batching...)``), never the whole object.
@@ -10,13 +10,22 @@ common ones have short aliases (``MODELPORT_PORT``, ``MODELPORT_HOST``, ``MODELP
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from modelport.errors import ConfigError
 
@@ -57,7 +66,131 @@ class BatchingSettings(_Frozen):
 
 class ExecutorSettings(_Frozen):
     threads: int = Field(1, ge=1, le=64, description="inference threads per model version")
-    process_workers: int = Field(1, ge=1, le=64, description="worker processes for isolation: process")
+    process_workers: int = Field(
+        1, ge=1, le=64, description="worker processes for isolation: process"
+    )
+
+
+# ── security (issue 4): auth, limits, state, network ─────────────────────────────────────
+AuthMode = Literal["none", "keys", "jwt"]
+RATE_PATTERN = r"^\s*\d+(\.\d+)?\s*/\s*(s|sec|second|min|minute|h|hour)\s*$"
+QUOTA_PATTERN = r"^\s*\d+\s*/\s*(day|month)\s*$"
+
+
+def _split_csv(value: Any) -> Any:
+    """Env vars and flags give ``"a,b"``; the settings hold ``("a", "b")``."""
+    if isinstance(value, str):
+        return tuple(part.strip() for part in value.split(",") if part.strip())
+    return value
+
+
+def _check_networks(values: tuple[str, ...]) -> tuple[str, ...]:
+    for value in values:
+        try:
+            ipaddress.ip_network(value, strict=False)
+        except ValueError:
+            raise ValueError(f"{value!r} is not an IP address or CIDR range") from None
+    return values
+
+
+class AuthSettings(_Frozen):
+    """Who may call: ``modes`` is ``("none",)`` or any of ``keys`` and ``jwt``."""
+
+    modes: tuple[AuthMode, ...] = ("none",)
+    public_paths: tuple[str, ...] = ("/healthz", "/readyz", "/metrics", "/docs", "/openapi.json")
+    jwt_secret: SecretStr | None = Field(None, description="HS256 shared secret")
+    jwt_public_key_file: Path | None = Field(None, description="PEM public key (RS256/ES256)")
+    jwt_jwks_file: Path | None = Field(None, description="JWKS file (RS256/ES256)")
+    jwt_algorithms: tuple[str, ...] = Field(
+        (), description="allowed algorithms; default: HS256 with a secret, RS256+ES256 with keys"
+    )
+    jwt_issuer: str | None = None
+    jwt_audience: str | None = None
+    jwt_scopes_claim: str = "scope"
+    jwt_leeway_s: float = Field(30.0, ge=0, le=600)
+
+    _csv = field_validator("modes", "public_paths", "jwt_algorithms", mode="before")(_split_csv)
+
+    @model_validator(mode="after")
+    def _check_modes(self) -> AuthSettings:
+        if not self.modes:
+            raise ValueError("auth modes must not be empty; use 'none' to disable auth")
+        if "none" in self.modes and len(self.modes) > 1:
+            raise ValueError("auth mode 'none' cannot be combined with 'keys' or 'jwt'")
+        if "jwt" in self.modes and not (
+            self.jwt_secret or self.jwt_public_key_file or self.jwt_jwks_file
+        ):
+            raise ValueError(
+                "auth mode 'jwt' needs jwt_secret, jwt_public_key_file or jwt_jwks_file"
+            )
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        return "none" not in self.modes
+
+
+class LimitsSettings(_Frozen):
+    """Defaults for keys created without their own limits; ``None`` means unlimited."""
+
+    default_rate: str | None = Field(None, pattern=RATE_PATTERN, description="e.g. 100/s, 600/min")
+    default_burst: int | None = Field(None, ge=1)
+    anonymous_rate: str | None = Field(
+        None, pattern=RATE_PATTERN, description="per client address when no credential is needed"
+    )
+    anonymous_burst: int | None = Field(None, ge=1)
+    default_quota: str | None = Field(None, pattern=QUOTA_PATTERN, description="e.g. 10000/day")
+
+
+class StateSettings(_Frozen):
+    """Where keys and usage live, and where shared counters live."""
+
+    url: str | None = Field(
+        None, description="postgresql://... or sqlite:///path; default: SQLite in the data dir"
+    )
+    redis_url: str | None = Field(
+        None, description="shared rate-limit counters; default in-process"
+    )
+    postgres_schema: str = Field("modelport", pattern=r"^[a-z_][a-z0-9_]{0,62}$")
+    redis_prefix: str = "modelport"
+    usage_flush_interval_s: float = Field(1.0, gt=0, le=3600)
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(
+            ("postgresql://", "postgres://", "sqlite:///", "memory:")
+        ):
+            raise ValueError("state url must start with postgresql://, sqlite:/// or memory:")
+        return value
+
+
+class SecuritySettings(_Frozen):
+    """Network allow-lists, trusted proxies, TLS, CORS, response headers."""
+
+    insecure: bool = Field(False, description="allow auth 'none' on a non-loopback address")
+    allow_from: tuple[str, ...] = Field((), description="server-wide allowed IPs/CIDRs; empty=all")
+    trusted_proxies: tuple[str, ...] = Field((), description="peers whose X-Forwarded-For counts")
+    cors_origins: tuple[str, ...] = Field((), description="allowed CORS origins; empty=CORS off")
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
+    security_headers: bool = True
+    hsts_max_age_s: int = Field(31_536_000, ge=0, description="sent only over TLS")
+
+    _csv = field_validator("allow_from", "trusted_proxies", "cors_origins", mode="before")(
+        _split_csv
+    )
+
+    @field_validator("allow_from", "trusted_proxies")
+    @classmethod
+    def _check_nets(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return _check_networks(value)
+
+    @model_validator(mode="after")
+    def _check_tls(self) -> SecuritySettings:
+        if (self.ssl_certfile is None) != (self.ssl_keyfile is None):
+            raise ValueError("ssl_certfile and ssl_keyfile must be given together")
+        return self
 
 
 class Settings(_Frozen):
@@ -68,6 +201,10 @@ class Settings(_Frozen):
     server: ServerSettings = ServerSettings()
     batching: BatchingSettings = BatchingSettings()
     executors: ExecutorSettings = ExecutorSettings()
+    auth: AuthSettings = AuthSettings()
+    limits: LimitsSettings = LimitsSettings()
+    state: StateSettings = StateSettings()
+    security: SecuritySettings = SecuritySettings()
 
     @property
     def serves_demo(self) -> bool:

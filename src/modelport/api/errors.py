@@ -37,15 +37,21 @@ _STATUS: dict[type[e.ModelportError], int] = {
 }
 
 _HTTP_CODES = {
-    400: "bad_request", 401: "unauthenticated", 403: "forbidden", 404: "not_found",
-    405: "method_not_allowed", 413: "payload_too_large", 415: "unsupported_media_type",
-    422: "invalid_input", 429: "rate_limited",
+    400: "bad_request",
+    401: "unauthenticated",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "invalid_input",
+    429: "rate_limited",
 }
 
 
 def status_for(exc: e.ModelportError) -> int:
     for cls in type(exc).__mro__:
-        status = _STATUS.get(cls)  # type: ignore[call-overload]
+        status = _STATUS.get(cls)
         if status is not None:
             return status
     return 500
@@ -59,8 +65,12 @@ def error_response(
     request: Request, status: int, code: str, message: str, headers: dict[str, str] | None = None
 ) -> Response:
     rid = request_id_of(request)
-    if status >= 500 and code not in ("overloaded", "model_not_ready", "worker_failed",
-                                      "deadline_exceeded"):
+    if status >= 500 and code not in (
+        "overloaded",
+        "model_not_ready",
+        "worker_failed",
+        "deadline_exceeded",
+    ):
         message = f"internal error while serving the request; quote request id {rid}"
     if request.url.path.startswith("/v2"):
         body: dict[str, object] = {"error": message}
@@ -80,9 +90,7 @@ async def handle_modelport_error(request: Request, exc: Exception) -> Response:
     if isinstance(extra, dict):
         headers.update({str(k): str(v) for k, v in extra.items()})
     if status >= 500:
-        log.error(
-            "request %s failed: %s: %s", request_id_of(request), exc.code, exc.message
-        )
+        log.error("request %s failed: %s: %s", request_id_of(request), exc.code, exc.message)
     return error_response(request, status, exc.code, exc.message, headers)
 
 

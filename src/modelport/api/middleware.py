@@ -68,7 +68,9 @@ class BodyLimitMiddleware:
         if length is not None:
             if length > self.limit:
                 response = error_response(
-                    Request(scope), 413, PayloadTooLarge.code,
+                    Request(scope),
+                    413,
+                    PayloadTooLarge.code,
                     f"the body is {length} bytes; the limit is {self.limit}",
                 )
                 await response(scope, receive, send)

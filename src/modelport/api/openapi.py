@@ -22,19 +22,36 @@ _ERROR = {
             },
         }
     },
-    "example": {"error": {"code": "invalid_input", "request_id": "3f2a9c1e-1f",
-                          "message": "input 'input': expected shape [N, 4], received [1, 3]"}},
+    "example": {
+        "error": {
+            "code": "invalid_input",
+            "request_id": "3f2a9c1e-1f",
+            "message": "input 'input': expected shape [N, 4], received [1, 3]",
+        }
+    },
 }
 
 _PREDICT_REQUEST = {
     "description": "One of three forms: rows, columns (one list per feature) or records.",
     "oneOf": [
-        {"title": "rows", "type": "object", "required": ["inputs"],
-         "properties": {"inputs": {"type": "array", "items": {"type": "array", "items": {}}}}},
-        {"title": "columns or named inputs", "type": "object", "required": ["inputs"],
-         "properties": {"inputs": {"type": "object", "additionalProperties": {"type": "array"}}}},
-        {"title": "records", "type": "object", "required": ["instances"],
-         "properties": {"instances": {"type": "array", "items": {"type": "object"}}}},
+        {
+            "title": "rows",
+            "type": "object",
+            "required": ["inputs"],
+            "properties": {"inputs": {"type": "array", "items": {"type": "array", "items": {}}}},
+        },
+        {
+            "title": "columns or named inputs",
+            "type": "object",
+            "required": ["inputs"],
+            "properties": {"inputs": {"type": "object", "additionalProperties": {"type": "array"}}},
+        },
+        {
+            "title": "records",
+            "type": "object",
+            "required": ["instances"],
+            "properties": {"instances": {"type": "array", "items": {"type": "object"}}},
+        },
     ],
 }
 
@@ -60,9 +77,24 @@ _V2_TENSOR = {
     "properties": {
         "name": {"type": "string"},
         "shape": {"type": "array", "items": {"type": "integer"}},
-        "datatype": {"type": "string", "enum": [
-            "BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64",
-            "FP16", "FP32", "FP64", "BYTES"]},
+        "datatype": {
+            "type": "string",
+            "enum": [
+                "BOOL",
+                "UINT8",
+                "UINT16",
+                "UINT32",
+                "UINT64",
+                "INT8",
+                "INT16",
+                "INT32",
+                "INT64",
+                "FP16",
+                "FP32",
+                "FP64",
+                "BYTES",
+            ],
+        },
         "parameters": {"type": "object"},
         "data": {"type": "array", "items": {}},
     },
@@ -105,12 +137,21 @@ def _response_example(signature: Signature, model: str) -> dict[str, Any] | None
 
 
 def _errors(*codes: int) -> dict[str, Any]:
-    words = {400: "Malformed JSON", 404: "Unknown model or version", 413: "Body too large",
-             415: "Unsupported content type", 422: "Input does not match the signature",
-             500: "The model raised", 503: "Overloaded or not ready", 504: "Deadline passed"}
+    words = {
+        400: "Malformed JSON",
+        404: "Unknown model or version",
+        413: "Body too large",
+        415: "Unsupported content type",
+        422: "Input does not match the signature",
+        500: "The model raised",
+        503: "Overloaded or not ready",
+        504: "Deadline passed",
+    }
     return {
-        str(c): {"description": words[c],
-                 "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+        str(c): {
+            "description": words[c],
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+        }
         for c in codes
     }
 
@@ -126,76 +167,168 @@ def build_openapi(registry: Registry) -> dict[str, Any]:
                 if example is not None:
                     resp_examples[name] = {"summary": name, "value": example}
                 break
-    name_param = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"},
-                  "description": f"model name; served: {', '.join(registry.names())}"}
-    version_param = {"name": "version", "in": "path", "required": True,
-                     "schema": {"type": "string"}, "description": "version number or alias"}
-    timeout_header = {"name": "X-Request-Timeout", "in": "header", "required": False,
-                      "schema": {"type": "number"}, "description": "deadline in seconds"}
+    name_param = {
+        "name": "name",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string"},
+        "description": f"model name; served: {', '.join(registry.names())}",
+    }
+    version_param = {
+        "name": "version",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string"},
+        "description": "version number or alias",
+    }
+    timeout_header = {
+        "name": "X-Request-Timeout",
+        "in": "header",
+        "required": False,
+        "schema": {"type": "number"},
+        "description": "deadline in seconds",
+    }
     predict_op = {
         "summary": "Predict",
-        "requestBody": {"required": True, "content": {"application/json": {
-            "schema": {"$ref": "#/components/schemas/PredictRequest"},
-            **({"examples": req_examples} if req_examples else {})}}},
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": {"$ref": "#/components/schemas/PredictRequest"},
+                    **({"examples": req_examples} if req_examples else {}),
+                }
+            },
+        },
         "responses": {
-            "200": {"description": "One output per input row",
-                    "headers": {"X-Model-Version": {"schema": {"type": "string"}}},
-                    "content": {"application/json": {
+            "200": {
+                "description": "One output per input row",
+                "headers": {"X-Model-Version": {"schema": {"type": "string"}}},
+                "content": {
+                    "application/json": {
                         "schema": {"$ref": "#/components/schemas/PredictResponse"},
-                        **({"examples": resp_examples} if resp_examples else {})}}},
+                        **({"examples": resp_examples} if resp_examples else {}),
+                    }
+                },
+            },
             **_errors(400, 404, 413, 415, 422, 500, 503, 504),
         },
     }
     v2_infer = {
         "summary": "Open Inference Protocol infer (JSON; binary tensor extension supported)",
-        "requestBody": {"required": True, "content": {"application/json": {"schema": {
-            "type": "object", "required": ["inputs"],
-            "properties": {"id": {"type": "string"},
-                           "inputs": {"type": "array", "items": {"$ref": "#/components/schemas/V2Tensor"}},
-                           "outputs": {"type": "array", "items": {"type": "object"}},
-                           "parameters": {"type": "object"}}},
-            "example": {"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP64",
-                                    "data": [5.1, 3.5, 1.4, 0.2]}]}}}},
-        "responses": {"200": {"description": "Output tensors", "content": {"application/json": {
-            "schema": {"type": "object", "properties": {
-                "model_name": {"type": "string"}, "model_version": {"type": "string"},
-                "id": {"type": "string"},
-                "outputs": {"type": "array", "items": {"$ref": "#/components/schemas/V2Tensor"}}}}}}},
-            "400": {"description": "V2 error {\"error\": message}"},
-            "404": {"description": "V2 error {\"error\": message}"}},
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["inputs"],
+                        "properties": {
+                            "id": {"type": "string"},
+                            "inputs": {
+                                "type": "array",
+                                "items": {"$ref": "#/components/schemas/V2Tensor"},
+                            },
+                            "outputs": {"type": "array", "items": {"type": "object"}},
+                            "parameters": {"type": "object"},
+                        },
+                    },
+                    "example": {
+                        "inputs": [
+                            {
+                                "name": "input",
+                                "shape": [1, 4],
+                                "datatype": "FP64",
+                                "data": [5.1, 3.5, 1.4, 0.2],
+                            }
+                        ]
+                    },
+                }
+            },
+        },
+        "responses": {
+            "200": {
+                "description": "Output tensors",
+                "content": {
+                    "application/json": {
+                        "schema": {
+                            "type": "object",
+                            "properties": {
+                                "model_name": {"type": "string"},
+                                "model_version": {"type": "string"},
+                                "id": {"type": "string"},
+                                "outputs": {
+                                    "type": "array",
+                                    "items": {"$ref": "#/components/schemas/V2Tensor"},
+                                },
+                            },
+                        }
+                    }
+                },
+            },
+            "400": {"description": 'V2 error {"error": message}'},
+            "404": {"description": 'V2 error {"error": message}'},
+        },
     }
-    get_json = {"200": {"description": "OK", "content": {"application/json": {"schema": {"type": "object"}}}}}
+    get_json = {
+        "200": {
+            "description": "OK",
+            "content": {"application/json": {"schema": {"type": "object"}}},
+        }
+    }
     return {
         "openapi": "3.1.0",
-        "info": {"title": "modelport", "version": __version__,
-                 "description": "Model inference API: native v1 JSON and the Open Inference "
-                 "Protocol (KServe V2)."},
+        "info": {
+            "title": "modelport",
+            "version": __version__,
+            "description": "Model inference API: native v1 JSON and the Open Inference "
+            "Protocol (KServe V2).",
+        },
         "paths": {
             "/v1/models": {"get": {"summary": "List models", "responses": get_json}},
-            "/v1/models/{name}": {"get": {"summary": "Describe a model: versions, signature, "
-                                          "state, batch statistics",
-                                          "parameters": [name_param],
-                                          "responses": {**get_json, **_errors(404)}}},
-            "/v1/models/{name}/predict": {"post": {**predict_op,
-                                                   "parameters": [name_param, timeout_header]}},
+            "/v1/models/{name}": {
+                "get": {
+                    "summary": "Describe a model: versions, signature, state, batch statistics",
+                    "parameters": [name_param],
+                    "responses": {**get_json, **_errors(404)},
+                }
+            },
+            "/v1/models/{name}/predict": {
+                "post": {**predict_op, "parameters": [name_param, timeout_header]}
+            },
             "/v1/models/{name}/versions/{version}/predict": {
-                "post": {**predict_op, "summary": "Predict with a pinned version or alias",
-                         "parameters": [name_param, version_param, timeout_header]}},
+                "post": {
+                    **predict_op,
+                    "summary": "Predict with a pinned version or alias",
+                    "parameters": [name_param, version_param, timeout_header],
+                }
+            },
             "/v2/models/{name}/infer": {"post": {**v2_infer, "parameters": [name_param]}},
             "/v2/models/{name}/versions/{version}/infer": {
-                "post": {**v2_infer, "parameters": [name_param, version_param]}},
-            "/v2/models/{name}": {"get": {"summary": "V2 model metadata",
-                                          "parameters": [name_param], "responses": get_json}},
+                "post": {**v2_infer, "parameters": [name_param, version_param]}
+            },
+            "/v2/models/{name}": {
+                "get": {
+                    "summary": "V2 model metadata",
+                    "parameters": [name_param],
+                    "responses": get_json,
+                }
+            },
             "/v2/health/live": {"get": {"summary": "V2 liveness", "responses": get_json}},
             "/v2/health/ready": {"get": {"summary": "V2 readiness", "responses": get_json}},
             "/healthz": {"get": {"summary": "Alive", "responses": get_json}},
-            "/readyz": {"get": {"summary": "200 when every configured model is loaded, else 503",
-                                "responses": get_json}},
+            "/readyz": {
+                "get": {
+                    "summary": "200 when every configured model is loaded, else 503",
+                    "responses": get_json,
+                }
+            },
         },
-        "components": {"schemas": {
-            "Error": _ERROR,
-            "PredictRequest": _PREDICT_REQUEST,
-            "PredictResponse": _PREDICT_RESPONSE,
-            "V2Tensor": _V2_TENSOR,
-        }},
+        "components": {
+            "schemas": {
+                "Error": _ERROR,
+                "PredictRequest": _PREDICT_REQUEST,
+                "PredictResponse": _PREDICT_RESPONSE,
+                "V2Tensor": _V2_TENSOR,
+            }
+        },
     }

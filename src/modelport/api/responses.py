@@ -18,5 +18,4 @@ def dumps(body: Any) -> bytes:
 def json_response(
     body: Any, status: int = 200, headers: Mapping[str, str] | None = None
 ) -> Response:
-    return Response(dumps(body), status_code=status, headers=headers,
-                    media_type="application/json")
+    return Response(dumps(body), status_code=status, headers=headers, media_type="application/json")

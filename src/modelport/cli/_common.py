@@ -33,29 +33,44 @@ FLAG_PATHS: dict[str, tuple[str, ...]] = {
 
 def model_options(func: F) -> F:
     """MODELS..., --repository, --data-dir, --config: where the models come from."""
-    for option in reversed([
-        click.argument("model_files", nargs=-1, type=click.Path(exists=True, dir_okay=False,
-                                                                  path_type=Path)),
-        click.option("--repository", type=click.Path(exists=True, file_okay=False,
-                                                      path_type=Path),
-                     help="Model repository folder: NAME/VERSION/artifact [+ NAME/model.yaml]."),
-        click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path),
-                     help="Where demo models and state live [env MODELPORT_DATA_DIR; "
-                     "default ./.modelport]."),
-        click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False,
-                                                                 path_type=Path),
-                     help="YAML settings file [env MODELPORT_CONFIG]."),
-    ]):
+    for option in reversed(
+        [
+            click.argument(
+                "model_files",
+                nargs=-1,
+                type=click.Path(exists=True, dir_okay=False, path_type=Path),
+            ),
+            click.option(
+                "--repository",
+                type=click.Path(exists=True, file_okay=False, path_type=Path),
+                help="Model repository folder: NAME/VERSION/artifact [+ NAME/model.yaml].",
+            ),
+            click.option(
+                "--data-dir",
+                type=click.Path(file_okay=False, path_type=Path),
+                help="Where demo models and state live [env MODELPORT_DATA_DIR; "
+                "default ./.modelport].",
+            ),
+            click.option(
+                "--config",
+                "config_file",
+                type=click.Path(exists=True, dir_okay=False, path_type=Path),
+                help="YAML settings file [env MODELPORT_CONFIG].",
+            ),
+        ]
+    ):
         func = option(func)
     return func
 
 
-def settings_from(ctx: click.Context, model_files: tuple[Path, ...],
-                  config_file: Path | None, **flags: Any) -> Settings:
+def settings_from(
+    ctx: click.Context, model_files: tuple[Path, ...], config_file: Path | None, **flags: Any
+) -> Settings:
     tree: dict[str, Any] = {}
     for name, value in flags.items():
         if name not in FLAG_PATHS or ctx.get_parameter_source(name) in (
-            ParameterSource.DEFAULT, None
+            ParameterSource.DEFAULT,
+            None,
         ):
             continue
         node = tree

@@ -1,4 +1,4 @@
-"""``modelport models list``, ``modelport predict`` (in-process, no HTTP), ``modelport runtimes``."""
+"""``modelport models list``, ``predict`` (in-process, no HTTP) and ``runtimes``."""
 
 from __future__ import annotations
 
@@ -23,15 +23,23 @@ def models() -> None:
 @model_options
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
-def list_models(ctx: click.Context, model_files: tuple[Path, ...], config_file: Path | None,
-                as_json: bool, **flags: Any) -> None:
+def list_models(
+    ctx: click.Context,
+    /,
+    model_files: tuple[Path, ...],
+    config_file: Path | None,
+    as_json: bool,
+    **flags: Any,
+) -> None:
     """List configured models, their versions and runtimes (nothing is loaded)."""
     from modelport.bootstrap import build
     from modelport.demo import ensure_demo_repository
 
     settings = settings_from(ctx, model_files, config_file, **flags)
     try:
-        demo = ensure_demo_repository(settings.data_dir, echo_status) if settings.serves_demo else None
+        demo = (
+            ensure_demo_repository(settings.data_dir, echo_status) if settings.serves_demo else None
+        )
         registry = build(settings, demo_repository=demo).registry
     except ModelportError as exc:
         raise click.ClickException(exc.message) from exc
@@ -51,19 +59,37 @@ def list_models(ctx: click.Context, model_files: tuple[Path, ...], config_file: 
 
 @click.command()
 @click.argument("name")
-@click.option("--input", "input_file", type=click.File("rb"), required=True,
-              help="JSON body as for POST /v1/models/NAME/predict ('-' for stdin).")
+@click.option(
+    "--input",
+    "input_file",
+    type=click.File("rb"),
+    required=True,
+    help="JSON body as for POST /v1/models/NAME/predict ('-' for stdin).",
+)
 @click.option("--version", "version", help="Version number or alias [default version].")
 @click.option("--repository", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--model-file", "model_files", multiple=True,
-              type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="A model file to load (repeatable); default: the demo models.")
+@click.option(
+    "--model-file",
+    "model_files",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="A model file to load (repeatable); default: the demo models.",
+)
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False,
-                                                         path_type=Path))
+@click.option(
+    "--config", "config_file", type=click.Path(exists=True, dir_okay=False, path_type=Path)
+)
 @click.pass_context
-def predict(ctx: click.Context, name: str, input_file: Any, version: str | None,
-            model_files: tuple[Path, ...], config_file: Path | None, **flags: Any) -> None:
+def predict(
+    ctx: click.Context,
+    /,
+    name: str,
+    input_file: Any,
+    version: str | None,
+    model_files: tuple[Path, ...],
+    config_file: Path | None,
+    **flags: Any,
+) -> None:
     """Run one prediction in-process (no server) and print the JSON response.
 
     \b
@@ -77,20 +103,24 @@ def predict(ctx: click.Context, name: str, input_file: Any, version: str | None,
     settings = settings_from(ctx, model_files, config_file, **flags)
 
     async def run() -> dict[str, Any]:
-        demo = ensure_demo_repository(settings.data_dir, echo_status) if settings.serves_demo else None
+        demo = (
+            ensure_demo_repository(settings.data_dir, echo_status) if settings.serves_demo else None
+        )
         services = build(settings, demo_repository=demo)
         registry = services.registry
         try:
-            model = registry.get(name)
+            registry.get(name)  # unknown name: fail before loading anything
             await registry.load_all()
             served = services.service.target(name, version)
             assert served.signature is not None
             inputs = decode(parse_json(input_file.read()), served.signature)
             result = await services.service.predict(name, version, inputs, served=served)
-            return {"model": result.model, "version": result.version,
-                    "outputs": encode(result.signature, result.outputs)}
+            return {
+                "model": result.model,
+                "version": result.version,
+                "outputs": encode(result.signature, result.outputs),
+            }
         finally:
-            del model
             await registry.close()
 
     try:

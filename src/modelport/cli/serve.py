@@ -16,19 +16,30 @@ from modelport.errors import ModelportError
 @model_options
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
 @click.option("--port", default=8000, show_default=True, type=int, help="Port to bind.")
-@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
-              default="info", show_default=True)
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    default="info",
+    show_default=True,
+)
 @click.option("--json-logs", is_flag=True, help="Log JSON lines instead of text.")
 @click.option("--body-limit", type=int, help="Largest request body in bytes [16 MiB].")
 @click.option("--request-timeout", type=float, help="Default per-request deadline, seconds [30].")
 @click.option("--max-batch-size", type=int, help="Rows per batch, all models [128].")
-@click.option("--max-delay-ms", type=float,
-              help="Extra wait to fill a batch [0: a lone request never waits].")
+@click.option(
+    "--max-delay-ms", type=float, help="Extra wait to fill a batch [0: a lone request never waits]."
+)
 @click.option("--max-queue", type=int, help="Queued requests per model before 503 [4096].")
 @click.option("--threads", type=int, help="Inference threads per model version [1].")
 @click.pass_context
-def serve(ctx: click.Context, model_files: tuple[Path, ...], config_file: Path | None,
-          json_logs: bool, **flags: Any) -> None:
+def serve(
+    ctx: click.Context,
+    /,
+    model_files: tuple[Path, ...],
+    config_file: Path | None,
+    json_logs: bool,
+    **flags: Any,
+) -> None:
     """Serve models over HTTP.
 
     \b

@@ -47,7 +47,9 @@ class Decision:
     wait_s: float = 0.0  # when not running: re-check after this long (0 = on next event)
 
 
-def decide(queued_rows: int, oldest_wait_s: float, busy_slots: int, policy: BatchPolicy) -> Decision:
+def decide(
+    queued_rows: int, oldest_wait_s: float, busy_slots: int, policy: BatchPolicy
+) -> Decision:
     """Pure: should a batch start now?"""
     if queued_rows == 0 or busy_slots >= policy.concurrency:
         return Decision(run=False)
@@ -105,8 +107,12 @@ class _Item:
     __slots__ = ("deadline", "enqueued", "future", "inputs", "rows")
 
     def __init__(
-        self, inputs: NamedArrays, rows: int, future: asyncio.Future[NamedArrays],
-        enqueued: float, deadline: float | None,
+        self,
+        inputs: NamedArrays,
+        rows: int,
+        future: asyncio.Future[NamedArrays],
+        enqueued: float,
+        deadline: float | None,
     ) -> None:
         self.inputs = inputs
         self.rows = rows

@@ -28,8 +28,12 @@ class RuntimeInfo:
 
 
 BUILTIN: tuple[RuntimeInfo, ...] = (
-    RuntimeInfo("sklearn", "modelport.core.runtimes.sklearn:SklearnRuntime",
-                (".joblib", ".pkl", ".pickle", ".skops"), "built-in"),
+    RuntimeInfo(
+        "sklearn",
+        "modelport.core.runtimes.sklearn:SklearnRuntime",
+        (".joblib", ".pkl", ".pickle", ".skops"),
+        "built-in",
+    ),
     RuntimeInfo("onnx", "modelport.core.runtimes.onnx:OnnxRuntime", (".onnx",), "built-in"),
     RuntimeInfo("python", "modelport.core.runtimes.python:PythonRuntime", (".py",), "built-in"),
 )

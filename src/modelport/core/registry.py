@@ -18,8 +18,8 @@ from modelport.clock import Clock
 from modelport.core.batching import Batcher, BatchPolicy
 from modelport.core.discovery import RuntimeTable
 from modelport.core.executors import Executor, ThreadExecutor
-from modelport.core.repository import ModelSource, VersionSource, latest
-from modelport.core.runtime import Isolation, ModelConfig
+from modelport.core.repository import ModelSource, latest
+from modelport.core.runtime import Isolation, LoadedModel, ModelConfig
 from modelport.core.signature import Signature, TensorSpec
 from modelport.core.signature_spec import apply_feature_names, signature_from_mapping
 from modelport.errors import ConfigError, ModelNotFound, ModelNotReady, VersionNotFound
@@ -49,6 +49,7 @@ class ServedVersion:
     batcher: Batcher | None = None
     executor: Executor | None = None
     error: str | None = None
+    preloaded: LoadedModel | None = None  # a model object handed in directly (tests, embedding)
 
 
 @dataclass
@@ -65,9 +66,7 @@ class ServedModel:
     def resolve_name(self, ref: str | None) -> str:
         """A version number, an alias, ``latest``, or None (the default) → a version key."""
         if ref is None:
-            if self.default_version is not None:
-                return self.default_version
-            ref = "latest"
+            ref = self.default_version or "latest"
         if ref in self.versions:
             return ref
         if ref in self.aliases:
@@ -98,7 +97,8 @@ def effective_signature(
             )
         outputs = tuple(
             TensorSpec(o.name, o.dtype, o.shape, names=config.labels)
-            if o.name == "probabilities" else o
+            if o.name == "probabilities"
+            else o
             for o in signature.outputs
         )
         signature = replace(signature, outputs=outputs, labels=config.labels)
@@ -130,9 +130,7 @@ class Registry:
         try:
             return self._models[name]
         except KeyError:
-            raise ModelNotFound(
-                f"no model named '{name}'; available: {self.names()}"
-            ) from None
+            raise ModelNotFound(f"no model named '{name}'; available: {self.names()}") from None
 
     def resolve(self, name: str, ref: str | None = None) -> ServedVersion:
         model = self.get(name)
@@ -146,7 +144,9 @@ class Registry:
 
     def all_ready(self) -> bool:
         return bool(self._models) and all(
-            sv.state is VersionState.READY for m in self._models.values() for sv in m.versions.values()
+            sv.state is VersionState.READY
+            for m in self._models.values()
+            for sv in m.versions.values()
         )
 
     # ── loading ──────────────────────────────────────────────────────────────
@@ -169,10 +169,33 @@ class Registry:
             for alias, target in model.aliases.items():
                 if target not in model.versions:
                     raise ConfigError(
-                        f"model {source.name!r}: alias {alias!r} points at missing version {target!r}"
+                        f"model {source.name!r}: alias {alias!r} points at missing "
+                        f"version {target!r}"
                     )
+            default = model.default_version
+            if (
+                default is not None
+                and default not in model.versions
+                and default not in model.aliases
+            ):
+                raise ConfigError(
+                    f"model {source.name!r}: default_version {default!r} is neither a version "
+                    "nor an alias"
+                )
             self._models[source.name] = model
             self._features[source.name] = source.features
+
+    def add_object(
+        self, name: str, model: LoadedModel, version: str = "1", config: ModelConfig | None = None
+    ) -> None:
+        """Serve an already-built model object (no artifact, no runtime lookup)."""
+        served = self._models.setdefault(
+            name, ServedModel(name=name, config=config or ModelConfig())
+        )
+        served.versions[version] = ServedVersion(
+            name, version, "object", Path("<object>"), preloaded=model
+        )
+        self._features.setdefault(name, None)
 
     async def load_all(self) -> None:
         """Load every registered version; failures are recorded, not raised."""
@@ -211,6 +234,12 @@ class Registry:
                 inferred, executor = await self._process_factory(
                     version.runtime, version.artifact, model.config
                 )
+            elif version.preloaded is not None:
+                loaded = version.preloaded
+                await asyncio.to_thread(loaded.warmup)
+                threads = model.config.threads or self._executors.threads
+                inferred = loaded.signature
+                executor = ThreadExecutor(loaded, threads, name=model.name)
             else:
                 inferred, executor = await self._thread_executor(
                     version.runtime, version.artifact, model.config

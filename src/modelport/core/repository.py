@@ -1,10 +1,10 @@
 """Model artifacts on disk: single files, or a repository ``NAME/VERSION/artifact``.
 
-    models/
-      iris/
-        model.yaml        optional: runtime, signature, features, labels, batching, aliases
-        1/model.joblib
-        2/model.onnx
+models/
+  iris/
+    model.yaml        optional: runtime, signature, features, labels, batching, aliases
+    1/model.joblib
+    2/model.onnx
 """
 
 from __future__ import annotations
@@ -23,8 +23,19 @@ from modelport.errors import ConfigError
 CONFIG_FILE = "model.yaml"
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _CONFIG_KEYS = {
-    "runtime", "signature", "features", "labels", "batching", "isolation", "threads",
-    "description", "metadata", "aliases", "trusted_types", "options", "default_version",
+    "runtime",
+    "signature",
+    "features",
+    "labels",
+    "batching",
+    "isolation",
+    "threads",
+    "description",
+    "metadata",
+    "aliases",
+    "trusted_types",
+    "options",
+    "default_version",
 }
 
 
@@ -55,7 +66,9 @@ def check_name(name: str, what: str = "model name") -> str:
 def parse_config(raw: Mapping[str, Any], where: str) -> tuple[ModelConfig, dict[str, Any]]:
     unknown = set(raw) - _CONFIG_KEYS
     if unknown:
-        raise ConfigError(f"{where}: unknown keys {sorted(unknown)}; allowed: {sorted(_CONFIG_KEYS)}")
+        raise ConfigError(
+            f"{where}: unknown keys {sorted(unknown)}; allowed: {sorted(_CONFIG_KEYS)}"
+        )
     batching = raw.get("batching") or {}
     if not isinstance(batching, Mapping):
         raise ConfigError(f"{where}: 'batching' must be a mapping")
@@ -126,8 +139,11 @@ def from_files(paths: Iterable[Path]) -> list[ModelSource]:
 
 def _artifact_in(folder: Path) -> Path:
     files = sorted(
-        p for p in folder.iterdir()
-        if p.is_file() and not p.name.startswith(".") and p.suffix not in (".yaml", ".yml", ".md", ".json", ".txt")
+        p
+        for p in folder.iterdir()
+        if p.is_file()
+        and not p.name.startswith(".")
+        and p.suffix not in (".yaml", ".yml", ".md", ".json", ".txt")
     )
     preferred = [p for p in files if p.stem == "model"]
     if len(preferred) == 1:
@@ -135,7 +151,8 @@ def _artifact_in(folder: Path) -> Path:
     if len(files) == 1:
         return files[0]
     raise ConfigError(
-        f"{folder}: expected one model artifact (or one named model.*), found {[p.name for p in files]}"
+        f"{folder}: expected one model artifact (or one named model.*), "
+        f"found {[p.name for p in files]}"
     )
 
 

@@ -115,11 +115,12 @@ def _cast(spec: TensorSpec, array: np.ndarray) -> np.ndarray:
             raise InvalidInput(
                 f"input '{spec.name}': expected {spec.dtype} numbers, received {_kind_word(got)}"
             )
-        if target.kind in "iu" and got.kind == "f":
-            if not np.all(np.isfinite(array)) or not np.all(np.mod(array, 1) == 0):
-                raise InvalidInput(
-                    f"input '{spec.name}': expected integers ({spec.dtype}), received fractions"
-                )
+        if (target.kind in "iu" and got.kind == "f") and (
+            not np.all(np.isfinite(array)) or not np.all(np.mod(array, 1) == 0)
+        ):
+            raise InvalidInput(
+                f"input '{spec.name}': expected integers ({spec.dtype}), received fractions"
+            )
         if target.kind in "iu":
             info = np.iinfo(target)
             if array.size and (array.min() < info.min or array.max() > info.max):
@@ -130,9 +131,7 @@ def _cast(spec: TensorSpec, array: np.ndarray) -> np.ndarray:
         return array.astype(target, copy=False)
     if target.kind in "OUS":
         if got.kind not in "OUS":
-            raise InvalidInput(
-                f"input '{spec.name}': expected strings, received {_kind_word(got)}"
-            )
+            raise InvalidInput(f"input '{spec.name}': expected strings, received {_kind_word(got)}")
         return array.astype(target, copy=False)
     return array.astype(target, copy=False)
 
@@ -160,7 +159,10 @@ def validate(
     out: NamedArrays = {}
     rows: int | None = None
     for spec in signature.inputs:
-        array = _cast(spec, inputs[spec.name])
+        raw = inputs[spec.name]
+        if raw.ndim and raw.shape[0] == 0:
+            raise EmptyBatch(f"input '{spec.name}' holds no rows; send at least one")
+        array = _cast(spec, raw)
         if array.ndim != len(spec.shape) or any(
             want not in (-1, got) for want, got in zip(spec.shape, array.shape, strict=False)
         ):
@@ -172,9 +174,7 @@ def validate(
         if rows is None:
             rows = n
         elif n != rows:
-            raise InvalidInput(
-                f"input '{spec.name}': has {n} rows but other inputs have {rows}"
-            )
+            raise InvalidInput(f"input '{spec.name}': has {n} rows but other inputs have {rows}")
         if array.dtype.kind == "f" and not spec.allow_nonfinite and not np.isfinite(array).all():
             raise InvalidInput(
                 f"input '{spec.name}': NaN or infinite values are not allowed for this model"
@@ -182,9 +182,7 @@ def validate(
         if spec.value_range is not None and array.size:
             lo, hi = spec.value_range
             if array.min() < lo or array.max() > hi:
-                raise InvalidInput(
-                    f"input '{spec.name}': values must lie in [{lo}, {hi}]"
-                )
+                raise InvalidInput(f"input '{spec.name}': values must lie in [{lo}, {hi}]")
         out[spec.name] = array
     if not rows:
         raise EmptyBatch("the request holds no rows; send at least one")

@@ -78,5 +78,6 @@ def apply_feature_names(signature: Signature, names: Sequence[str] | None) -> Si
         allow_nonfinite=spec.allow_nonfinite,
         value_range=spec.value_range,
     )
-    return Signature(inputs=(new,), outputs=signature.outputs, task=signature.task,
-                     labels=signature.labels)
+    return Signature(
+        inputs=(new,), outputs=signature.outputs, task=signature.task, labels=signature.labels
+    )

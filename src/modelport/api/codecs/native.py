@@ -11,6 +11,7 @@ a regressor ``{"prediction": value}``, anything else ``{output_name: value}`` pe
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -27,7 +28,13 @@ def parse_json(body: bytes) -> Any:
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as exc:
-        raise MalformedRequest(f"the body is not valid JSON: {exc}") from None
+        error = exc
+    # Python's json.dumps writes NaN/Infinity, which strict JSON (orjson) refuses; read them
+    # here, off the fast path, so the signature check can answer with a precise 422.
+    try:
+        return json.loads(body)
+    except (ValueError, RecursionError):
+        raise MalformedRequest(f"the body is not valid JSON: {error}") from None
 
 
 def _array(value: Any, where: str) -> np.ndarray:
@@ -37,8 +44,10 @@ def _array(value: Any, where: str) -> np.ndarray:
         raise InvalidInput(
             f"{where}: rows have different lengths or mixed nesting; send a rectangular array"
         ) from None
-    if array.dtype.kind == "O" and array.ndim and any(
-        isinstance(v, list | dict) for v in array.flat
+    if (
+        array.dtype.kind == "O"
+        and array.ndim
+        and any(isinstance(v, list | dict) for v in array.flat)
     ):
         raise InvalidInput(f"{where}: rows have different lengths or mixed nesting")
     return array
@@ -113,7 +122,9 @@ def decode(payload: Any, signature: Signature) -> NamedArrays:
         raise InvalidInput("the body must be a JSON object with 'inputs' or 'instances'")
     has_inputs, has_instances = "inputs" in payload, "instances" in payload
     if has_inputs == has_instances:
-        raise InvalidInput("send exactly one of 'inputs' (rows or columns) or 'instances' (records)")
+        raise InvalidInput(
+            "send exactly one of 'inputs' (rows or columns) or 'instances' (records)"
+        )
     if has_instances:
         records = payload["instances"]
         if not isinstance(records, list):
@@ -125,7 +136,7 @@ def decode(payload: Any, signature: Signature) -> NamedArrays:
         if spec is None:
             raise InvalidInput(
                 f"this model has several inputs {[s.name for s in signature.inputs]}: "
-                "send {\"inputs\": {name: array, ...}}"
+                'send {"inputs": {name: array, ...}}'
             )
         return {spec.name: _array(inputs, "inputs")}
     if isinstance(inputs, dict):

@@ -93,8 +93,9 @@ class OnnxRuntime:
                 inputs=inputs,
                 outputs=(
                     TensorSpec("label", by_name[label].dtype, (-1,)),
-                    TensorSpec("probabilities", by_name[proba].dtype, (-1, n_classes),
-                               names=labels),
+                    TensorSpec(
+                        "probabilities", by_name[proba].dtype, (-1, n_classes), names=labels
+                    ),
                 ),
                 task=Task.CLASSIFICATION,
                 labels=labels,

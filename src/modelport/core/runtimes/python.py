@@ -1,4 +1,4 @@
-"""Custom Python models: a ``model.py`` defining a class with ``load(path)`` and ``predict(inputs)``.
+"""Custom Python models: ``model.py`` with a class that has ``load(path)`` and ``predict(inputs)``.
 
 The class is instantiated with no arguments, ``load`` receives the version folder, and
 ``predict`` receives and returns ``dict[str, numpy.ndarray]`` for a whole batch. The
@@ -43,9 +43,11 @@ class PythonModel(BaseLoadedModel):
 
 def _find_class(module: Any, path: Path) -> type[Any]:
     candidates = [
-        obj for _, obj in inspect.getmembers(module, inspect.isclass)
+        obj
+        for _, obj in inspect.getmembers(module, inspect.isclass)
         if obj.__module__ == module.__name__
-        and callable(getattr(obj, "load", None)) and callable(getattr(obj, "predict", None))
+        and callable(getattr(obj, "load", None))
+        and callable(getattr(obj, "predict", None))
     ]
     named = [c for c in candidates if c.__name__ == "Model"]
     if named:
@@ -71,7 +73,9 @@ class PythonRuntime:
         try:
             spec.loader.exec_module(module)
         except Exception as exc:
-            raise ConfigError(f"{artifact}: importing it raised {type(exc).__name__}: {exc}") from exc
+            raise ConfigError(
+                f"{artifact}: importing it raised {type(exc).__name__}: {exc}"
+            ) from exc
         obj = _find_class(module, artifact)()
         obj.load(artifact.parent)
         raw = config.signature or getattr(obj, "signature", None)

@@ -60,7 +60,8 @@ def _load_skops(path: Path, config: ModelConfig) -> Any:
         raise MissingExtra("sklearn", "skops") from exc
     untrusted = skops_io.get_untrusted_types(file=path)
     refused = [
-        t for t in untrusted
+        t
+        for t in untrusted
         if not t.startswith(_SAFE_MODULE_PREFIXES) and t not in config.trusted_types
     ]
     if refused:

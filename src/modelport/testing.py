@@ -1,0 +1,71 @@
+"""Test helpers for modelport and for users' own tests: fake models and an app builder."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from starlette.applications import Starlette
+
+from modelport.api.app import create_app
+from modelport.api.services import Services
+from modelport.bootstrap import build
+from modelport.clock import ManualClock
+from modelport.core.runtime import BaseLoadedModel, ModelConfig
+from modelport.core.signature import NamedArrays, Signature, TensorSpec
+from modelport.settings import load_settings
+
+__all__ = ["FakeModel", "ManualClock", "build_test_app", "build_test_services"]
+
+PredictFn = Callable[[NamedArrays], NamedArrays]
+
+
+def _double(inputs: NamedArrays) -> NamedArrays:
+    return {"y": np.asarray(inputs["x"], dtype=np.float32) * 2}
+
+
+class FakeModel(BaseLoadedModel):
+    """A model with a given signature whose predict is any function (default: y = 2x).
+
+    ``calls`` records the batch size of every predict call, to observe batching.
+    """
+
+    def __init__(
+        self,
+        predict: PredictFn = _double,
+        signature: Signature | None = None,
+    ) -> None:
+        self._predict = predict
+        self.signature = signature or Signature(
+            inputs=(TensorSpec("x", "float32", (-1, 3)),),
+            outputs=(TensorSpec("y", "float32", (-1, 3)),),
+        )
+        self.calls: list[int] = []
+
+    def predict(self, inputs: NamedArrays) -> NamedArrays:
+        first = next(iter(inputs.values()))
+        self.calls.append(int(first.shape[0]))
+        return self._predict(inputs)
+
+
+def build_test_services(
+    models: Mapping[str, Any] | None = None,
+    *,
+    settings: Mapping[str, Any] | None = None,
+    data_dir: Path | None = None,
+    configs: Mapping[str, ModelConfig] | None = None,
+) -> Services:
+    """Services serving the given model objects (name → LoadedModel), with no env read."""
+    flags: dict[str, Any] = {"demo": False, **(settings or {})}
+    if data_dir is not None:
+        flags["data_dir"] = data_dir
+    services = build(load_settings(flags, env={}))
+    for name, model in (models or {}).items():
+        services.registry.add_object(name, model, config=(configs or {}).get(name))
+    return services
+
+
+def build_test_app(models: Mapping[str, Any] | None = None, **kwargs: Any) -> Starlette:
+    return create_app(build_test_services(models, **kwargs))

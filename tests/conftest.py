@@ -1,0 +1,109 @@
+"""Shared fixtures: the demo repository (built once), in-process apps, a real server process."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from starlette.testclient import TestClient
+
+from modelport.api.app import create_app
+from modelport.bootstrap import build
+from modelport.demo import ensure_demo_repository
+from modelport.settings import load_settings
+
+
+@pytest.fixture(scope="session")
+def demo_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    data_dir = tmp_path_factory.mktemp("demo-data")
+    ensure_demo_repository(data_dir)
+    return data_dir
+
+
+def wait_ready(client: TestClient | httpx.Client, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if client.get("/readyz").status_code == 200:
+            return
+        time.sleep(0.02)
+    raise TimeoutError("models did not become ready")
+
+
+@pytest.fixture(scope="module")
+def demo_client(demo_data_dir: Path) -> Iterator[TestClient]:
+    """In-process app serving the demo models (iris, diabetes, digits)."""
+    settings = load_settings({"data_dir": demo_data_dir}, env={})
+    services = build(settings, demo_repository=demo_data_dir / "demo")
+    with TestClient(create_app(services), raise_server_exceptions=False) as client:
+        wait_ready(client)
+        yield client
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class ServerProcess:
+    """A `modelport serve` subprocess on a free port; its output goes to a file (no pipe to fill)."""
+
+    def __init__(self, args: list[str], cwd: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MODELPORT_")}
+        self.log_path = cwd / f"server-{self.port}.log"
+        with self.log_path.open("wb") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "modelport", "serve", "--port", str(self.port), *args],
+                cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT,
+            )
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited early:\n{self.output()}")
+            try:
+                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+        raise TimeoutError(f"server not ready:\n{self.output()}")
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+@pytest.fixture
+def start_server(tmp_path: Path) -> Iterator[object]:
+    """Factory: start ``modelport serve ARGS`` on a free port; always stopped afterwards."""
+    servers: list[ServerProcess] = []
+
+    def start(*args: str) -> ServerProcess:
+        server = ServerProcess(list(args), cwd=tmp_path)
+        servers.append(server)
+        server.wait_ready()
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()

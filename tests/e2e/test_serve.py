@@ -1,0 +1,75 @@
+"""The real `modelport serve` process over a socket: the README's quick start, end to end."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+RECORD = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
+
+
+def test_demo_serve_answers_the_readme_curl(start_server: Any, tmp_path: Path) -> None:
+    server = start_server("--data-dir", str(tmp_path / "data"))
+    r = httpx.post(f"{server.url}/v1/models/iris/predict", json={"instances": [RECORD]})
+    assert r.status_code == 200
+    out = r.json()["outputs"][0]
+    assert out["label"] == "setosa"
+    assert sum(out["probabilities"].values()) == pytest.approx(1.0)
+    assert r.headers["x-model-version"] == "1"
+    assert {m["name"] for m in httpx.get(f"{server.url}/v1/models").json()["models"]} == {
+        "iris", "diabetes", "digits"}
+    # bad input over a real socket: precise 4xx, server still healthy
+    bad = httpx.post(f"{server.url}/v1/models/iris/predict", content=b'{"inputs": [[1,2',
+                     headers={"content-type": "application/json"})
+    assert bad.status_code == 400
+    assert httpx.get(f"{server.url}/healthz").status_code == 200
+    # graceful shutdown on SIGTERM (uvicorn re-raises the signal once it has shut down)
+    assert server.stop() in (0, -15)
+    output = server.output()
+    assert "Application shutdown complete" in output
+    assert "Traceback" not in output
+
+
+def test_serve_model_files_and_a_repository(start_server: Any, tmp_path: Path) -> None:
+    import joblib
+    import numpy as np
+    from skl2onnx import to_onnx
+    from sklearn.datasets import load_iris
+    from sklearn.linear_model import LogisticRegression
+
+    data = load_iris()
+    clf = LogisticRegression(max_iter=500).fit(data.data.astype(np.float32), data.target)
+    onnx_path = tmp_path / "flowers.onnx"
+    onnx_path.write_bytes(
+        to_onnx(clf, data.data[:1].astype(np.float32), options={"zipmap": False})
+        .SerializeToString()
+    )
+    repo = tmp_path / "repo" / "iris2"
+    (repo / "1").mkdir(parents=True)
+    (repo / "2").mkdir()
+    joblib.dump(clf, repo / "1" / "model.joblib")
+    joblib.dump(LogisticRegression(max_iter=500).fit(data.data[:, :2], data.target),
+                repo / "2" / "model.joblib")
+    (repo / "model.yaml").write_text(
+        "labels: [setosa, versicolor, virginica]\naliases: {production: '1'}\n"
+        "default_version: production\n"
+    )
+    server = start_server(str(onnx_path), "--repository", str(tmp_path / "repo"),
+                          "--data-dir", str(tmp_path / "data"))
+    r = httpx.post(f"{server.url}/v1/models/flowers/predict", json={"inputs": [[5.1, 3.5, 1.4, 0.2]]})
+    assert r.status_code == 200, r.text
+    assert r.json()["outputs"][0]["label"] == "0"
+    r = httpx.post(f"{server.url}/v1/models/iris2/predict", json={"inputs": [[5.1, 3.5, 1.4, 0.2]]})
+    assert r.json()["version"] == "1" and r.json()["outputs"][0]["label"] == "setosa"
+    r = httpx.post(f"{server.url}/v1/models/iris2/versions/2/predict", json={"inputs": [[5.1, 3.5]]})
+    assert r.json()["version"] == "2" and r.headers["x-model-version"] == "2"
+    r = httpx.post(f"{server.url}/v1/models/iris2/versions/production/predict",
+                   json={"inputs": [[5.1, 3.5]]})
+    assert r.status_code == 422  # production = v1, which takes 4 features
+    server.stop()
+    assert "pickles execute code" in server.output()

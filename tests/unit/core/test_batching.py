@@ -1,0 +1,257 @@
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+import numpy as np
+import pytest
+
+from modelport.clock import ManualClock
+from modelport.core.batching import Batcher, BatchPolicy, Decision, decide, take_count
+from modelport.core.signature import NamedArrays
+from modelport.errors import DeadlineExceeded, ModelFailed, Overloaded
+
+# ── the pure policy ───────────────────────────────────────────────────────────
+
+P = BatchPolicy(max_batch_size=8)
+P_WAIT = BatchPolicy(max_batch_size=8, max_delay_s=0.010, preferred_batch_size=4)
+P_TWO = BatchPolicy(max_batch_size=8, concurrency=2)
+
+
+@pytest.mark.parametrize(
+    ("queued", "oldest", "busy", "policy", "expected"),
+    [
+        (0, 0.0, 0, P, Decision(run=False)),  # nothing to do
+        (1, 0.0, 0, P, Decision(run=True)),  # a lone request runs at once
+        (5, 0.0, 1, P, Decision(run=False)),  # executor busy: accumulate
+        (5, 9.9, 1, P, Decision(run=False)),  # ...however long they waited
+        (5, 0.0, 1, P_TWO, Decision(run=True)),  # a second slot is free
+        (5, 0.0, 2, P_TWO, Decision(run=False)),
+        (1, 0.0, 0, P_WAIT, Decision(run=False, wait_s=0.010)),  # below preferred: wait
+        (1, 0.004, 0, P_WAIT, Decision(run=False, wait_s=0.006)),  # ...only up to max_delay
+        (1, 0.010, 0, P_WAIT, Decision(run=True)),  # delay spent
+        (4, 0.0, 0, P_WAIT, Decision(run=True)),  # preferred size reached
+    ],
+)
+def test_decide(queued: int, oldest: float, busy: int, policy: BatchPolicy,
+                expected: Decision) -> None:
+    got = decide(queued, oldest, busy, policy)
+    assert got.run == expected.run
+    assert got.wait_s == pytest.approx(expected.wait_s)
+
+
+@pytest.mark.parametrize(
+    ("rows", "limit", "expected"),
+    [([1, 1, 1], 8, 3), ([4, 4, 1], 8, 2), ([20, 1], 8, 1), ([1, 20], 8, 1), ([], 8, 0)],
+)
+def test_take_count(rows: list[int], limit: int, expected: int) -> None:
+    assert take_count(rows, limit) == expected
+
+
+# ── the batcher, with a fake model and a manual clock ─────────────────────────
+
+
+class GatedModel:
+    """Records each batch; holds every call until ``gate`` is set (when one is given)."""
+
+    def __init__(self, fn: Callable[[NamedArrays], NamedArrays] | None = None) -> None:
+        self.batches: list[int] = []
+        self.gate: asyncio.Event | None = None
+        self.started = asyncio.Event()
+        self._fn = fn or (lambda b: {"y": b["x"] * 2})
+
+    async def __call__(self, batch: NamedArrays) -> NamedArrays:
+        self.batches.append(int(batch["x"].shape[0]))
+        self.started.set()
+        if self.gate is not None:
+            await self.gate.wait()
+        return self._fn(batch)
+
+
+def rows(n: int, start: float = 0) -> NamedArrays:
+    return {"x": np.arange(start, start + n, dtype=np.float32).reshape(n, 1)}
+
+
+def run(coro_fn: Callable[[], Awaitable[None]]) -> None:
+    asyncio.run(coro_fn())  # type: ignore[arg-type]
+
+
+def test_lone_request_is_not_delayed() -> None:
+    async def main() -> None:
+        clock = ManualClock()
+        model = GatedModel()
+        batcher = Batcher(model, BatchPolicy(), clock)
+        out = await batcher.submit(rows(1, 3), 1)
+        assert out["y"].tolist() == [[6.0]]
+        assert model.batches == [1]
+        assert batcher.stats.queue_wait_s_total == 0.0
+
+    run(main)
+
+
+def test_batches_form_while_the_executor_is_busy() -> None:
+    async def main() -> None:
+        model = GatedModel()
+        model.gate = asyncio.Event()
+        batcher = Batcher(model, BatchPolicy(max_batch_size=64), ManualClock())
+        first = asyncio. create_task(batcher.submit(rows(1), 1))
+        await model.started.wait()
+        rest = [asyncio.create_task(batcher.submit(rows(2, 10 * i), 2)) for i in range(10)]
+        await asyncio.sleep(0)
+        model.gate.set()
+        await first
+        results = await asyncio.gather(*rest)
+        assert model.batches == [1, 20]  # one lone call, then everything queued at once
+        for i, out in enumerate(results):  # each caller gets exactly its own rows back
+            assert out["y"].ravel().tolist() == [20.0 * i, 20.0 * i + 2]
+        stats = batcher.stats.to_dict()
+        assert stats["batches"] == 2 and stats["max_batch_rows"] == 20
+        assert stats["mean_batch_rows"] == pytest.approx(10.5)
+
+    run(main)
+
+
+def test_max_batch_size_splits_the_queue() -> None:
+    async def main() -> None:
+        model = GatedModel()
+        model.gate = asyncio.Event()
+        batcher = Batcher(model, BatchPolicy(max_batch_size=4), ManualClock())
+        first = asyncio.create_task(batcher.submit(rows(1), 1))
+        await model.started.wait()
+        rest = [asyncio.create_task(batcher.submit(rows(1), 1)) for _ in range(10)]
+        await asyncio.sleep(0)
+        model.gate.set()
+        await asyncio.gather(first, *rest)
+        assert model.batches == [1, 4, 4, 2]
+
+    run(main)
+
+
+def test_deadline_passed_in_queue_is_dropped_before_inference() -> None:
+    async def main() -> None:
+        clock = ManualClock()
+        model = GatedModel()
+        model.gate = asyncio.Event()
+        batcher = Batcher(model, BatchPolicy(), clock)
+        first = asyncio.create_task(batcher.submit(rows(1), 1))
+        await model.started.wait()
+        late = asyncio.create_task(batcher.submit(rows(1), 1, deadline=clock.now() + 1))
+        on_time = asyncio.create_task(batcher.submit(rows(1), 1, deadline=clock.now() + 60))
+        await asyncio.sleep(0)
+        clock.advance(5)
+        model.gate.set()
+        await first
+        with pytest.raises(DeadlineExceeded):
+            await late
+        await on_time
+        assert model.batches == [1, 1]
+        assert batcher.stats.dropped_deadline == 1
+
+    run(main)
+
+
+def test_disconnected_caller_is_dropped_before_inference() -> None:
+    async def main() -> None:
+        model = GatedModel()
+        model.gate = asyncio.Event()
+        batcher = Batcher(model, BatchPolicy(), ManualClock())
+        first = asyncio.create_task(batcher.submit(rows(1), 1))
+        await model.started.wait()
+        gone = asyncio.create_task(batcher.submit(rows(1), 1))
+        stays = asyncio.create_task(batcher.submit(rows(1), 1))
+        await asyncio.sleep(0)
+        gone.cancel()  # what the HTTP layer does when the client disconnects
+        await asyncio.sleep(0)
+        model.gate.set()
+        await asyncio.gather(first, stays)
+        assert model.batches == [1, 1]
+        assert batcher.stats.dropped_cancelled == 1
+
+    run(main)
+
+
+def test_a_failing_batch_fails_every_caller_with_the_same_error() -> None:
+    def boom(batch: NamedArrays) -> NamedArrays:
+        raise ValueError("secret internals")
+
+    async def main() -> None:
+        model = GatedModel(boom)
+        model.gate = asyncio.Event()
+        batcher = Batcher(model, BatchPolicy(), ManualClock())
+        first = asyncio.create_task(batcher.submit(rows(1), 1))
+        await model.started.wait()
+        rest = [asyncio.create_task(batcher.submit(rows(1), 1)) for _ in range(3)]
+        await asyncio.sleep(0)
+        model.gate.set()
+        results = await asyncio.gather(first, *rest, return_exceptions=True)
+        assert all(isinstance(r, ModelFailed) for r in results)
+        assert len({str(r) for r in results[1:]}) == 1
+        assert "secret" not in str(results[0])
+        assert batcher.stats.failed_batches == 2
+        # and the batcher keeps working afterwards
+        model._fn = lambda b: {"y": b["x"]}
+        assert (await batcher.submit(rows(1, 7), 1))["y"].tolist() == [[7.0]]
+
+    run(main)
+
+
+def test_output_row_count_mismatch_is_detected() -> None:
+    async def main() -> None:
+        model = GatedModel(lambda b: {"y": b["x"][:1]})
+        batcher = Batcher(model, BatchPolicy(), ManualClock())
+        with pytest.raises(ModelFailed, match="returned 1 rows in output 'y' for 3 input rows"):
+            await batcher.submit(rows(3), 3)
+
+    run(main)
+
+
+def test_full_queue_is_refused_with_retry_after() -> None:
+    async def main() -> None:
+        model = GatedModel()
+        model.gate = asyncio.Event()
+        batcher = Batcher(model, BatchPolicy(max_queue=2), ManualClock())
+        first = asyncio.create_task(batcher.submit(rows(1), 1))
+        await model.started.wait()
+        queued = [asyncio.create_task(batcher.submit(rows(1), 1)) for _ in range(2)]
+        await asyncio.sleep(0)
+        with pytest.raises(Overloaded) as info:
+            await batcher.submit(rows(1), 1)
+        assert info.value.retry_after > 0
+        model.gate.set()
+        await asyncio.gather(first, *queued)
+
+    run(main)
+
+
+def test_preferred_size_waits_at_most_max_delay() -> None:
+    async def main() -> None:
+        from modelport.clock import MonotonicClock
+
+        model = GatedModel()
+        policy = BatchPolicy(max_delay_s=0.05, preferred_batch_size=3)
+        batcher = Batcher(model, policy, MonotonicClock())
+        a = asyncio.create_task(batcher.submit(rows(1), 1))
+        await asyncio.sleep(0.005)
+        b = asyncio.create_task(batcher.submit(rows(1), 1))
+        await asyncio.gather(a, b)  # never reaches 3: runs once the delay is spent
+        assert model.batches == [2]
+
+    run(main)
+
+
+def test_close_lets_queued_work_finish_then_refuses_new_work() -> None:
+    async def main() -> None:
+        model = GatedModel()
+        model.gate = asyncio.Event()
+        batcher = Batcher(model, BatchPolicy(), ManualClock())
+        pending = [asyncio.create_task(batcher.submit(rows(1), 1)) for _ in range(3)]
+        await model.started.wait()
+        closing = asyncio.create_task(batcher.close())
+        await asyncio.sleep(0)
+        with pytest.raises(Overloaded):
+            await batcher.submit(rows(1), 1)
+        model.gate.set()
+        await closing
+        assert all(p.done() and not p.exception() for p in pending)
+
+    run(main)

@@ -1,0 +1,147 @@
+"""Each runtime loads a real artifact, infers its signature, and predicts a batch."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import joblib
+import numpy as np
+import pytest
+from sklearn.datasets import load_diabetes, load_iris
+from sklearn.linear_model import LinearRegression, LogisticRegression
+
+from modelport.core.discovery import RuntimeTable
+from modelport.core.runtime import ModelConfig
+from modelport.core.signature import Task
+from modelport.errors import ConfigError
+
+IRIS = load_iris()
+LABELS = np.asarray(IRIS.target_names)[IRIS.target]
+
+
+@pytest.fixture(scope="module")
+def table() -> RuntimeTable:
+    return RuntimeTable.discover()
+
+
+def test_sklearn_joblib_classifier_infers_labels_and_warns(
+    table: RuntimeTable, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "iris.joblib"
+    joblib.dump(LogisticRegression(max_iter=500).fit(IRIS.data, LABELS), path)
+    with caplog.at_level(logging.WARNING):
+        model = table.get(table.for_artifact(path)).load(path, ModelConfig())
+    assert "pickles execute code" in caplog.text
+    sig = model.signature
+    assert sig.task is Task.CLASSIFICATION
+    assert sig.labels == ("setosa", "versicolor", "virginica")
+    assert sig.inputs[0].shape == (-1, 4)
+    out = model.predict({"input": IRIS.data[:3]})
+    assert out["label"].tolist() == ["setosa"] * 3
+    assert out["probabilities"].shape == (3, 3)
+
+
+def test_sklearn_skops_regressor_and_untrusted_types(table: RuntimeTable, tmp_path: Path) -> None:
+    from skops import io as skops_io
+
+    data = load_diabetes()
+    path = tmp_path / "diabetes.skops"
+    skops_io.dump(LinearRegression().fit(data.data, data.target), path)
+    model = table.get("sklearn").load(path, ModelConfig())
+    assert model.signature.task is Task.REGRESSION
+    assert model.predict({"input": data.data[:2]})["prediction"].shape == (2,)
+
+
+def test_sklearn_feature_names_from_a_dataframe_are_inferred(table: RuntimeTable, tmp_path: Path) -> None:
+    pd = pytest.importorskip("pandas")
+    frame = pd.DataFrame(IRIS.data, columns=["a", "b", "c", "d"])
+    path = tmp_path / "named.joblib"
+    joblib.dump(LogisticRegression(max_iter=500).fit(frame, IRIS.target), path)
+    model = table.get("sklearn").load(path, ModelConfig())
+    assert model.signature.inputs[0].names == ("a", "b", "c", "d")
+    model.predict({"input": IRIS.data[:1]})  # no feature-name warning escapes (warnings = errors)
+
+
+def test_sklearn_refuses_garbage(table: RuntimeTable, tmp_path: Path) -> None:
+    path = tmp_path / "junk.joblib"
+    path.write_bytes(b"not a pickle")
+    with pytest.raises(ConfigError, match="cannot unpickle"):
+        table.get("sklearn").load(path, ModelConfig())
+    joblib.dump({"not": "a model"}, path)
+    with pytest.raises(ConfigError, match="no predict method"):
+        table.get("sklearn").load(path, ModelConfig())
+
+
+def test_onnx_classifier_from_skl2onnx(table: RuntimeTable, tmp_path: Path) -> None:
+    from skl2onnx import to_onnx
+
+    x = IRIS.data.astype(np.float32)
+    clf = LogisticRegression(max_iter=500).fit(x, IRIS.target)
+    path = tmp_path / "iris.onnx"
+    path.write_bytes(to_onnx(clf, x[:1], options={"zipmap": False}).SerializeToString())
+    model = table.get(table.for_artifact(path)).load(
+        path, ModelConfig(labels=("setosa", "versicolor", "virginica"))
+    )
+    sig = model.signature
+    assert sig.task is Task.CLASSIFICATION and sig.labels == ("setosa", "versicolor", "virginica")
+    assert sig.inputs[0].dtype == "float32" and sig.inputs[0].shape == (-1, 4)
+    out = model.predict({sig.inputs[0].name: x[:2]})
+    np.testing.assert_allclose(out["probabilities"], clf.predict_proba(x[:2]), rtol=1e-4)
+
+
+def test_onnx_generic_tensor_model(table: RuntimeTable, tmp_path: Path) -> None:
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"])], "relu",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])],
+    )
+    path = tmp_path / "relu.onnx"
+    path.write_bytes(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+                     .SerializeToString())
+    model = table.get("onnx").load(path, ModelConfig())
+    assert model.signature.task is Task.GENERIC
+    assert model.predict({"x": np.array([[-1, 0, 2]], dtype=np.float32)})["y"].tolist() == [[0, 0, 2]]
+
+
+def test_onnx_refuses_a_corrupt_file(table: RuntimeTable, tmp_path: Path) -> None:
+    path = tmp_path / "bad.onnx"
+    path.write_bytes(b"\x00garbage")
+    with pytest.raises(ConfigError, match="onnxruntime cannot load it"):
+        table.get("onnx").load(path, ModelConfig())
+
+
+def test_python_runtime(table: RuntimeTable, tmp_path: Path) -> None:
+    path = tmp_path / "model.py"
+    path.write_text(
+        "import numpy as np\n"
+        "class Model:\n"
+        "    signature = {'inputs': [{'name': 'x', 'dtype': 'float32', 'shape': [-1, 2]}],\n"
+        "                 'outputs': [{'name': 'total', 'dtype': 'float32', 'shape': [-1]}]}\n"
+        "    def load(self, path):\n"
+        "        self.bias = float((path / 'bias.txt').read_text())\n"
+        "    def predict(self, inputs):\n"
+        "        return {'total': inputs['x'].sum(axis=1) + self.bias}\n"
+    )
+    (tmp_path / "bias.txt").write_text("10")
+    model = table.get(table.for_artifact(path)).load(path, ModelConfig())
+    assert model.predict({"x": np.array([[1, 2]], dtype=np.float32)})["total"].tolist() == [13.0]
+
+
+def test_python_runtime_needs_a_signature_and_one_class(table: RuntimeTable, tmp_path: Path) -> None:
+    path = tmp_path / "model.py"
+    path.write_text("class A:\n    def load(self, p): pass\n    def predict(self, x): return x\n")
+    with pytest.raises(ConfigError, match="give a signature"):
+        table.get("python").load(path, ModelConfig())
+    path.write_text("raise ImportError('boom')\n")
+    with pytest.raises(ConfigError, match="importing it raised ImportError: boom"):
+        table.get("python").load(path, ModelConfig())
+
+
+def test_unknown_suffix_and_runtime(table: RuntimeTable) -> None:
+    with pytest.raises(ConfigError, match="no runtime serves '.h5' files"):
+        table.for_artifact(Path("model.h5"))
+    with pytest.raises(ConfigError, match="unknown runtime 'tensorflow'"):
+        table.for_artifact(Path("model.h5"), "tensorflow")

@@ -1,0 +1,64 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from modelport.errors import ConfigError
+from modelport.settings import load_settings
+
+
+def test_defaults() -> None:
+    s = load_settings(env={})
+    assert (s.server.host, s.server.port) == ("127.0.0.1", 8000)
+    assert s.server.body_limit_bytes == 16 * 1024 * 1024
+    assert s.serves_demo
+
+
+def test_precedence_flags_over_env_over_file(tmp_path: Path) -> None:
+    config = tmp_path / "modelport.yaml"
+    config.write_text("server: {port: 9001, host: 0.0.0.0}\nbatching: {max_batch_size: 7}\n")
+    env = {"MODELPORT_PORT": "9002", "MODELPORT_BATCHING__MAX_DELAY_MS": "3"}
+    s = load_settings({"server": {"port": 9003}}, config_file=config, env=env)
+    assert s.server.port == 9003  # flag
+    assert s.server.host == "0.0.0.0"  # file
+    assert s.batching.max_batch_size == 7  # file
+    assert s.batching.max_delay_ms == 3.0  # env
+    assert load_settings(config_file=config, env=env).server.port == 9002  # env over file
+
+
+def test_config_file_from_env_and_data_dir(tmp_path: Path) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text("data_dir: /srv/mp\n")
+    s = load_settings(env={"MODELPORT_CONFIG": str(config)})
+    assert s.data_dir == Path("/srv/mp")
+    assert load_settings(env={"MODELPORT_DATA_DIR": "/x"}).data_dir == Path("/x")
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"MODELPORT_PORT": "eighty"}, "server.port"),
+        ({"MODELPORT_PORT": "70000"}, "server.port"),
+        ({"MODELPORT_SERVER__COLOUR": "red"}, "server.colour"),
+        ({"MODELPORT_BATCHING__MAX_BATCH_SIZE": "0"}, "batching.max_batch_size"),
+    ],
+)
+def test_invalid_values_name_the_setting(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_settings(env=env)
+
+
+def test_bad_config_file(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("server: [\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_settings(config_file=bad, env={})
+    with pytest.raises(ConfigError, match="cannot read config file"):
+        load_settings(config_file=tmp_path / "missing.yaml", env={})
+
+
+def test_settings_are_frozen() -> None:
+    s = load_settings(env={})
+    with pytest.raises(Exception, match="frozen"):
+        s.server.port = 1  # type: ignore[misc]
