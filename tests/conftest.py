@@ -53,7 +53,7 @@ def free_port() -> int:
 
 
 class ServerProcess:
-    """A `modelport serve` subprocess on a free port; its output goes to a file (no pipe to fill)."""
+    """`modelport serve` on a free port; its output goes to a file (no pipe to fill)."""
 
     def __init__(self, args: list[str], cwd: Path) -> None:
         self.port = free_port()
@@ -63,7 +63,10 @@ class ServerProcess:
         with self.log_path.open("wb") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "modelport", "serve", "--port", str(self.port), *args],
-                cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT,
+                cwd=cwd,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
             )
 
     def wait_ready(self, timeout: float = 60.0) -> None:

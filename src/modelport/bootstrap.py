@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from modelport.api.security import build_gate  # security (issue 4)
 from modelport.api.services import Services
 from modelport.clock import MonotonicClock
 from modelport.core import repository
@@ -50,4 +51,11 @@ def build(settings: Settings, *, demo_repository: Path | None = None) -> Service
         default_timeout_s=settings.server.request_timeout_s,
         max_request_rows=settings.batching.max_request_rows,
     )
-    return Services(settings=settings, registry=registry, service=service)
+    services = Services(settings=settings, registry=registry, service=service)
+    # security (issue 4): keys/JWT, scopes, allow-lists, rate limits, quotas, usage metering
+    gate = build_gate(settings)
+    services.security = gate
+    services.startup.append(gate.start)  # the usage flush loop
+    services.shutdown.append(gate.stop)  # flushes usage and last-used times, closes stores
+    return services
+

@@ -13,7 +13,7 @@
     ├── ModelNotReady              model_not_ready
     ├── Unauthenticated            unauthenticated
     ├── Forbidden                  forbidden
-    ├── RateLimited                rate_limited         carries retry_after (s) + RateLimit-* headers
+    ├── RateLimited                rate_limited         carries retry_after, RateLimit-* headers
     │   └── QuotaExceeded          quota_exceeded       a per-period quota is used up
     ├── Overloaded                 overloaded           queue full; carries retry_after
     ├── DeadlineExceeded           deadline_exceeded

@@ -22,7 +22,9 @@ from pydantic import (
     ConfigDict,
     Field,
     SecretStr,
+    SerializationInfo,
     ValidationError,
+    field_serializer,
     field_validator,
     model_validator,
 )
@@ -49,6 +51,7 @@ class ServerSettings(_Frozen):
     workers: int = Field(1, ge=1, le=64, description="HTTP worker processes sharing the port")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     access_log: bool = False
+    json_logs: bool = False
     body_limit_bytes: int = Field(16 * 1024 * 1024, ge=1024)
     request_timeout_s: float = Field(30.0, gt=0, description="default deadline per request")
 
@@ -110,6 +113,16 @@ class AuthSettings(_Frozen):
     jwt_leeway_s: float = Field(30.0, ge=0, le=600)
 
     _csv = field_validator("modes", "public_paths", "jwt_algorithms", mode="before")(_split_csv)
+
+    @field_serializer("jwt_secret", when_used="json")
+    def _dump_secret(self, value: SecretStr | None, info: SerializationInfo) -> str | None:
+        """Masked in JSON unless ``context={"reveal_secrets": True}`` (handing settings to
+        worker processes); a masked dump must never come back as the real secret."""
+        if value is None:
+            return None
+        if isinstance(info.context, dict) and info.context.get("reveal_secrets"):
+            return value.get_secret_value()
+        return "**********"
 
     @model_validator(mode="after")
     def _check_modes(self) -> AuthSettings:
@@ -224,7 +237,7 @@ def _deep_merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]
 def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
     tree: dict[str, Any] = {}
     for name, value in env.items():
-        if not name.startswith(_ENV_PREFIX) or name == "MODELPORT_CONFIG":
+        if not name.startswith(_ENV_PREFIX) or name in ("MODELPORT_CONFIG", _WORKER_ENV):
             continue
         path = _ENV_ALIASES.get(name) or tuple(
             part.lower() for part in name[len(_ENV_PREFIX) :].split("__")
@@ -274,3 +287,19 @@ def load_settings(
             f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
         )
         raise ConfigError(f"invalid settings: {problems}") from exc
+
+
+_WORKER_ENV = "MODELPORT_WORKER_SETTINGS"
+
+
+def publish_for_workers(settings: Settings) -> None:
+    """Hand the resolved settings to HTTP worker processes (they inherit the environment)."""
+    os.environ[_WORKER_ENV] = settings.model_dump_json(context={"reveal_secrets": True})
+
+
+def settings_for_worker() -> Settings:
+    """The settings the parent ``modelport serve`` resolved (see ``publish_for_workers``)."""
+    raw = os.environ.get(_WORKER_ENV)
+    if raw is None:
+        raise ConfigError(f"{_WORKER_ENV} is not set: start workers with `modelport serve`")
+    return Settings.model_validate_json(raw)

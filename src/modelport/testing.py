@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from starlette.applications import Starlette
+from starlette.types import ASGIApp
 
 from modelport.api.app import create_app
 from modelport.api.services import Services
@@ -67,5 +67,5 @@ def build_test_services(
     return services
 
 
-def build_test_app(models: Mapping[str, Any] | None = None, **kwargs: Any) -> Starlette:
+def build_test_app(models: Mapping[str, Any] | None = None, **kwargs: Any) -> ASGIApp:
     return create_app(build_test_services(models, **kwargs))

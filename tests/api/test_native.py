@@ -19,6 +19,8 @@ from tests.conftest import wait_ready
 IRIS = "/v1/models/iris/predict"
 SETOSA = [5.1, 3.5, 1.4, 0.2]
 FEATURES = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
+RECORD = dict(zip(FEATURES, SETOSA, strict=True))
+COLUMNS = {f: [v] for f, v in RECORD.items()}
 
 
 def assert_error(response: Any, status: int, code: str, *fragments: str) -> dict[str, Any]:
@@ -55,11 +57,11 @@ def test_rows(demo_client: TestClient) -> None:
 
 
 def test_records(demo_client: TestClient) -> None:
-    assert_setosa(demo_client.post(IRIS, json={"instances": [dict(zip(FEATURES, SETOSA))]}))
+    assert_setosa(demo_client.post(IRIS, json={"instances": [RECORD]}))
 
 
 def test_columns(demo_client: TestClient) -> None:
-    assert_setosa(demo_client.post(IRIS, json={"inputs": {f: [v] for f, v in zip(FEATURES, SETOSA)}}))
+    assert_setosa(demo_client.post(IRIS, json={"inputs": COLUMNS}))
 
 
 def test_one_output_per_row_in_order(demo_client: TestClient) -> None:
@@ -118,7 +120,7 @@ def test_openapi_shows_real_examples(demo_client: TestClient) -> None:
     spec = demo_client.get("/openapi.json").json()
     op = spec["paths"]["/v1/models/{name}/predict"]["post"]
     examples = op["requestBody"]["content"]["application/json"]["examples"]
-    assert examples["iris-records"]["value"] == {"instances": [dict(zip(FEATURES, SETOSA))]}
+    assert examples["iris-records"]["value"] == {"instances": [RECORD]}
     assert "iris" in op["responses"]["200"]["content"]["application/json"]["examples"]
     assert demo_client.get("/docs").status_code == 200
     assert demo_client.get("/docs/assets/swagger-ui-bundle.js").status_code == 200
@@ -141,10 +143,15 @@ def test_ops_endpoints(demo_client: TestClient) -> None:
         ({"inputs": [[1, None, 3, 4]]}, ["received mixed values"]),
         ({"inputs": [[True, False, True, False]]}, ["received booleans"]),
         ({"instances": [{"sepal_length": 5.1}]}, ["missing feature(s)", "sepal_width"]),
-        ({"instances": [{**dict(zip(FEATURES, SETOSA)), "colour": 1}]}, ["unknown feature(s) ['colour']"]),
+        (
+            {"instances": [{**RECORD, "colour": 1}]},
+            ["unknown feature(s) ['colour']"],
+        ),
         ({"inputs": {"sepal_length": [1.0]}}, ["missing feature(s)"]),
-        ({"inputs": {**{f: [1.0] for f in FEATURES}, "petal_width": [1.0, 2.0]}},
-         ["has 2 values but other features have 1"]),
+        (
+            {"inputs": {**{f: [1.0] for f in FEATURES}, "petal_width": [1.0, 2.0]}},
+            ["has 2 values but other features have 1"],
+        ),
         ({"inputs": []}, ["no rows"]),
         ({"instances": []}, ["no rows"]),
         ({"inputs": [SETOSA], "instances": []}, ["exactly one of"]),
@@ -164,17 +171,23 @@ def test_invalid_input_is_422_naming_the_problem(
 
 def test_non_finite_numbers_are_422(demo_client: TestClient) -> None:
     for literal in ("NaN", "Infinity", "-Infinity", "1e999"):
-        r = demo_client.post(IRIS, content=f'{{"inputs": [[5.1, {literal}, 1.4, 0.2]]}}',
-                             headers={"content-type": "application/json"})
+        r = demo_client.post(
+            IRIS,
+            content=f'{{"inputs": [[5.1, {literal}, 1.4, 0.2]]}}',
+            headers={"content-type": "application/json"},
+        )
         assert_error(r, 422, "invalid_input", "NaN or infinite values are not allowed")
 
 
 def test_batch_over_the_configured_maximum_is_422(tmp_path: Any) -> None:
-    app = build_test_app({"m": FakeModel()}, settings={"batching": {"max_request_rows": 5}},
-                         data_dir=tmp_path)
+    app = build_test_app(
+        {"m": FakeModel()}, settings={"batching": {"max_request_rows": 5}}, data_dir=tmp_path
+    )
     with TestClient(app) as client:
         wait_ready(client)
-        assert client.post("/v1/models/m/predict", json={"inputs": [[1, 2, 3]] * 5}).status_code == 200
+        assert (
+            client.post("/v1/models/m/predict", json={"inputs": [[1, 2, 3]] * 5}).status_code == 200
+        )
         r = client.post("/v1/models/m/predict", json={"inputs": [[1, 2, 3]] * 6})
         assert_error(r, 422, "batch_too_large", "holds 6 rows; at most 5")
 
@@ -186,13 +199,15 @@ def test_malformed_json_is_400(demo_client: TestClient, body: bytes) -> None:
 
 
 def test_deeply_nested_json_is_a_clean_4xx(demo_client: TestClient) -> None:
-    r = demo_client.post(IRIS, content=b"[" * 100_000 + b"]" * 100_000,
-                         headers={"content-type": "application/json"})
+    r = demo_client.post(
+        IRIS, content=b"[" * 100_000 + b"]" * 100_000, headers={"content-type": "application/json"}
+    )
     assert r.status_code in (400, 422)
 
 
-@pytest.mark.parametrize("ctype", ["text/csv", "application/xml", "multipart/form-data; boundary=x",
-                                   "text/plain"])
+@pytest.mark.parametrize(
+    "ctype", ["text/csv", "application/xml", "multipart/form-data; boundary=x", "text/plain"]
+)
 def test_unsupported_content_type_is_415(demo_client: TestClient, ctype: str) -> None:
     r = demo_client.post(IRIS, content=b"a,b\n1,2", headers={"content-type": ctype})
     assert_error(r, 415, "unsupported_media_type", ctype.split(";")[0])
@@ -213,16 +228,18 @@ def test_wrong_method_is_405(demo_client: TestClient) -> None:
 
 @pytest.fixture
 def small_limit_client(tmp_path: Any) -> Iterator[TestClient]:
-    app = build_test_app({"m": FakeModel()}, settings={"server": {"body_limit_bytes": 2048}},
-                         data_dir=tmp_path)
+    app = build_test_app(
+        {"m": FakeModel()}, settings={"server": {"body_limit_bytes": 2048}}, data_dir=tmp_path
+    )
     with TestClient(app) as client:
         wait_ready(client)
         yield client
 
 
 def test_body_over_the_limit_is_413_by_content_length(small_limit_client: TestClient) -> None:
-    r = small_limit_client.post("/v1/models/m/predict", content=b" " * 5000,
-                                headers={"content-type": "application/json"})
+    r = small_limit_client.post(
+        "/v1/models/m/predict", content=b" " * 5000, headers={"content-type": "application/json"}
+    )
     assert_error(r, 413, "payload_too_large", "5000 bytes", "2048")
     assert small_limit_client.get("/healthz").status_code == 200
 
@@ -232,8 +249,9 @@ def test_body_over_the_limit_is_413_when_chunked(small_limit_client: TestClient)
         for _ in range(100):
             yield b" " * 1000
 
-    r = small_limit_client.post("/v1/models/m/predict", content=chunks(),
-                                headers={"content-type": "application/json"})
+    r = small_limit_client.post(
+        "/v1/models/m/predict", content=chunks(), headers={"content-type": "application/json"}
+    )
     assert_error(r, 413, "payload_too_large", "2048")
 
 
@@ -259,8 +277,9 @@ def test_request_timeout_header_is_validated(demo_client: TestClient) -> None:
     for bad in ("soon", "-1", "0", "99999"):
         r = demo_client.post(IRIS, json={"inputs": [SETOSA]}, headers={"x-request-timeout": bad})
         assert_error(r, 422, "invalid_input", "X-Request-Timeout")
-    assert_setosa(demo_client.post(IRIS, json={"inputs": [SETOSA]},
-                                   headers={"x-request-timeout": "5"}))
+    assert_setosa(
+        demo_client.post(IRIS, json={"inputs": [SETOSA]}, headers={"x-request-timeout": "5"})
+    )
 
 
 def test_client_request_id_is_echoed_only_when_sane(demo_client: TestClient) -> None:
@@ -280,7 +299,9 @@ def test_multi_input_model_takes_named_inputs(tmp_path: Any) -> None:
     model = FakeModel(lambda x: {"s": x["a"].sum(axis=1) + x["b"]}, signature=sig)
     with TestClient(build_test_app({"multi": model}, data_dir=tmp_path)) as client:
         wait_ready(client)
-        r = client.post("/v1/models/multi/predict", json={"inputs": {"a": [[1, 2], [3, 4]], "b": [10, 20]}})
+        r = client.post(
+            "/v1/models/multi/predict", json={"inputs": {"a": [[1, 2], [3, 4]], "b": [10, 20]}}
+        )
         assert r.json()["outputs"] == [{"s": 13.0}, {"s": 27.0}]
         r = client.post("/v1/models/multi/predict", json={"instances": [{"a": [1, 2], "b": 1}]})
         assert r.json()["outputs"] == [{"s": 4.0}]
@@ -294,28 +315,49 @@ def test_multi_input_model_takes_named_inputs(tmp_path: Any) -> None:
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.floats(allow_nan=False) | st.integers() | st.text(max_size=8),
-    lambda children: st.lists(children, max_size=6) | st.dictionaries(st.text(max_size=12), children, max_size=6),
+    lambda children: (
+        st.lists(children, max_size=6) | st.dictionaries(st.text(max_size=12), children, max_size=6)
+    ),
     max_leaves=30,
 )
-bodies = json_values | st.fixed_dictionaries({"inputs": json_values}) | st.fixed_dictionaries(
-    {"instances": json_values}
-) | st.fixed_dictionaries(
-    {"inputs": st.lists(st.lists(st.floats(allow_nan=False) | st.integers(), max_size=6), max_size=5)}
-) | st.fixed_dictionaries(
-    {"instances": st.lists(st.dictionaries(st.sampled_from(FEATURES + ["x"]), json_values,
-                                           max_size=5), max_size=4)}
+bodies = (
+    json_values
+    | st.fixed_dictionaries({"inputs": json_values})
+    | st.fixed_dictionaries({"instances": json_values})
+    | st.fixed_dictionaries(
+        {
+            "inputs": st.lists(
+                st.lists(st.floats(allow_nan=False) | st.integers(), max_size=6), max_size=5
+            )
+        }
+    )
+    | st.fixed_dictionaries(
+        {
+            "instances": st.lists(
+                st.dictionaries(st.sampled_from([*FEATURES, "x"]), json_values, max_size=5),
+                max_size=4,
+            )
+        }
+    )
 )
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(body=bodies, model=st.sampled_from(["iris", "diabetes", "digits"]))
 def test_fuzz_native_predict_never_5xx(demo_client: TestClient, body: Any, model: str) -> None:
-    r = demo_client.post(f"/v1/models/{model}/predict", content=json.dumps(body),
-                         headers={"content-type": "application/json"})
+    r = demo_client.post(
+        f"/v1/models/{model}/predict",
+        content=json.dumps(body),
+        headers={"content-type": "application/json"},
+    )
     assert r.status_code in (200, 400, 413, 422), r.text
 
 
-@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(raw=st.binary(max_size=200))
 def test_fuzz_raw_bytes_never_5xx(demo_client: TestClient, raw: bytes) -> None:
     r = demo_client.post(IRIS, content=raw, headers={"content-type": "application/json"})

@@ -22,10 +22,16 @@ def test_demo_serve_answers_the_readme_curl(start_server: Any, tmp_path: Path) -
     assert sum(out["probabilities"].values()) == pytest.approx(1.0)
     assert r.headers["x-model-version"] == "1"
     assert {m["name"] for m in httpx.get(f"{server.url}/v1/models").json()["models"]} == {
-        "iris", "diabetes", "digits"}
+        "iris",
+        "diabetes",
+        "digits",
+    }
     # bad input over a real socket: precise 4xx, server still healthy
-    bad = httpx.post(f"{server.url}/v1/models/iris/predict", content=b'{"inputs": [[1,2',
-                     headers={"content-type": "application/json"})
+    bad = httpx.post(
+        f"{server.url}/v1/models/iris/predict",
+        content=b'{"inputs": [[1,2',
+        headers={"content-type": "application/json"},
+    )
     assert bad.status_code == 400
     assert httpx.get(f"{server.url}/healthz").status_code == 200
     # graceful shutdown on SIGTERM (uvicorn re-raises the signal once it has shut down)
@@ -46,30 +52,85 @@ def test_serve_model_files_and_a_repository(start_server: Any, tmp_path: Path) -
     clf = LogisticRegression(max_iter=500).fit(data.data.astype(np.float32), data.target)
     onnx_path = tmp_path / "flowers.onnx"
     onnx_path.write_bytes(
-        to_onnx(clf, data.data[:1].astype(np.float32), options={"zipmap": False})
-        .SerializeToString()
+        to_onnx(
+            clf, data.data[:1].astype(np.float32), options={"zipmap": False}
+        ).SerializeToString()
     )
     repo = tmp_path / "repo" / "iris2"
     (repo / "1").mkdir(parents=True)
     (repo / "2").mkdir()
     joblib.dump(clf, repo / "1" / "model.joblib")
-    joblib.dump(LogisticRegression(max_iter=500).fit(data.data[:, :2], data.target),
-                repo / "2" / "model.joblib")
+    joblib.dump(
+        LogisticRegression(max_iter=500).fit(data.data[:, :2], data.target),
+        repo / "2" / "model.joblib",
+    )
     (repo / "model.yaml").write_text(
         "labels: [setosa, versicolor, virginica]\naliases: {production: '1'}\n"
         "default_version: production\n"
     )
-    server = start_server(str(onnx_path), "--repository", str(tmp_path / "repo"),
-                          "--data-dir", str(tmp_path / "data"))
-    r = httpx.post(f"{server.url}/v1/models/flowers/predict", json={"inputs": [[5.1, 3.5, 1.4, 0.2]]})
+    server = start_server(
+        str(onnx_path), "--repository", str(tmp_path / "repo"), "--data-dir", str(tmp_path / "data")
+    )
+    r = httpx.post(
+        f"{server.url}/v1/models/flowers/predict", json={"inputs": [[5.1, 3.5, 1.4, 0.2]]}
+    )
     assert r.status_code == 200, r.text
     assert r.json()["outputs"][0]["label"] == "0"
     r = httpx.post(f"{server.url}/v1/models/iris2/predict", json={"inputs": [[5.1, 3.5, 1.4, 0.2]]})
     assert r.json()["version"] == "1" and r.json()["outputs"][0]["label"] == "setosa"
-    r = httpx.post(f"{server.url}/v1/models/iris2/versions/2/predict", json={"inputs": [[5.1, 3.5]]})
+    r = httpx.post(
+        f"{server.url}/v1/models/iris2/versions/2/predict", json={"inputs": [[5.1, 3.5]]}
+    )
     assert r.json()["version"] == "2" and r.headers["x-model-version"] == "2"
-    r = httpx.post(f"{server.url}/v1/models/iris2/versions/production/predict",
-                   json={"inputs": [[5.1, 3.5]]})
+    r = httpx.post(
+        f"{server.url}/v1/models/iris2/versions/production/predict", json={"inputs": [[5.1, 3.5]]}
+    )
     assert r.status_code == 422  # production = v1, which takes 4 features
     server.stop()
     assert "pickles execute code" in server.output()
+
+
+def test_bench_command_against_a_running_server(start_server: Any, tmp_path: Path) -> None:
+    import json
+    import subprocess
+    import sys
+
+    server = start_server("--data-dir", str(tmp_path / "data"))
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "modelport",
+            "bench",
+            "iris",
+            "--url",
+            server.url,
+            "-c",
+            "1,8",
+            "-d",
+            "1",
+            "--warmup",
+            "0.2",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    rows = json.loads(out)
+    assert [r["connections"] for r in rows] == [1, 8]
+    for row in rows:
+        assert row["requests"] > 0 and row["errors"] == 0 and row["non_2xx"] == 0
+        assert row["p99_ms"] >= row["p50_ms"] > 0
+
+
+def test_workers_share_the_port(start_server: Any, tmp_path: Path) -> None:
+    server = start_server("--data-dir", str(tmp_path / "data"), "--workers", "2")
+    ids = set()
+    for _ in range(20):
+        r = httpx.post(f"{server.url}/v1/models/iris/predict", json={"instances": [RECORD]})
+        assert r.status_code == 200 and r.json()["outputs"][0]["label"] == "setosa"
+        ids.add(r.headers["x-request-id"].split("-")[0])
+    server.stop()
+    assert server.output().count("Application startup complete") == 2

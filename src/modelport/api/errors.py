@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from modelport import errors as e
-from modelport.api.responses import json_response
+from modelport.api.responses import dumps
 
 log = logging.getLogger("modelport.api")
 
@@ -61,26 +61,20 @@ def request_id_of(request: Request) -> str:
     return str(getattr(request.state, "request_id", "") or "")
 
 
-def error_response(
-    request: Request, status: int, code: str, message: str, headers: dict[str, str] | None = None
-) -> Response:
-    rid = request_id_of(request)
-    if status >= 500 and code not in (
-        "overloaded",
-        "model_not_ready",
-        "worker_failed",
-        "deadline_exceeded",
-    ):
-        message = f"internal error while serving the request; quote request id {rid}"
-    if request.url.path.startswith("/v2"):
-        body: dict[str, object] = {"error": message}
-    else:
-        body = {"error": {"code": code, "message": message, "request_id": rid}}
-    return json_response(body, status=status, headers=headers)
+_UNMASKED_5XX = frozenset({"overloaded", "model_not_ready", "worker_failed", "deadline_exceeded"})
 
 
-async def handle_modelport_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, e.ModelportError)
+def error_body(path: str, request_id: str, status: int, code: str, message: str) -> bytes:
+    """The JSON error body for ``path`` (V2 shape under /v2), with 5xx details masked."""
+    if status >= 500 and code not in _UNMASKED_5XX:
+        message = f"internal error while serving the request; quote request id {request_id}"
+    if path.startswith("/v2"):
+        return dumps({"error": message})
+    return dumps({"error": {"code": code, "message": message, "request_id": request_id}})
+
+
+def error_parts(exc: e.ModelportError, request_id: str) -> tuple[int, dict[str, str]]:
+    """Status and extra headers for a domain error; logs 5xx with the request id."""
     status = status_for(exc)
     headers: dict[str, str] = {}
     retry_after = getattr(exc, "retry_after", None)
@@ -90,7 +84,20 @@ async def handle_modelport_error(request: Request, exc: Exception) -> Response:
     if isinstance(extra, dict):
         headers.update({str(k): str(v) for k, v in extra.items()})
     if status >= 500:
-        log.error("request %s failed: %s: %s", request_id_of(request), exc.code, exc.message)
+        log.error("request %s failed: %s: %s", request_id, exc.code, exc.message)
+    return status, headers
+
+
+def error_response(
+    request: Request, status: int, code: str, message: str, headers: dict[str, str] | None = None
+) -> Response:
+    body = error_body(request.url.path, request_id_of(request), status, code, message)
+    return Response(body, status_code=status, headers=headers, media_type="application/json")
+
+
+async def handle_modelport_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, e.ModelportError)
+    status, headers = error_parts(exc, request_id_of(request))
     return error_response(request, status, exc.code, exc.message, headers)
 
 

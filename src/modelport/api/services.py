@@ -6,6 +6,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from modelport.api.security import SecurityGate  # security (issue 4)
 from modelport.core.registry import Registry
 from modelport.core.service import InferenceService
 from modelport.settings import Settings
@@ -20,3 +21,8 @@ class Services:
     startup: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     shutdown: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     extras: dict[str, Any] = field(default_factory=dict)
+    # True: answer /healthz at once and load models behind a 503 /readyz (one process).
+    # False: finish loading before accepting connections (HTTP workers sharing a port).
+    load_in_background: bool = True
+    # security (issue 4): auth, scopes, limits, metering; None = no gate (bare app in tests)
+    security: SecurityGate | None = None

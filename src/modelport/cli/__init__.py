@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from modelport._version import __version__
+from modelport.cli.bench import bench
 from modelport.cli.models import models, predict, runtimes
 from modelport.cli.serve import serve
 
@@ -26,5 +27,6 @@ main.add_command(serve)
 main.add_command(models)
 main.add_command(predict)
 main.add_command(runtimes)
+main.add_command(bench)
 
 __all__ = ["main"]

@@ -20,6 +20,7 @@ FLAG_PATHS: dict[str, tuple[str, ...]] = {
     "port": ("server", "port"),
     "workers": ("server", "workers"),
     "log_level": ("server", "log_level"),
+    "json_logs": ("server", "json_logs"),
     "body_limit": ("server", "body_limit_bytes"),
     "request_timeout": ("server", "request_timeout_s"),
     "data_dir": ("data_dir",),
@@ -28,6 +29,24 @@ FLAG_PATHS: dict[str, tuple[str, ...]] = {
     "max_delay_ms": ("batching", "max_delay_ms"),
     "max_queue": ("batching", "max_queue"),
     "threads": ("executors", "threads"),
+    # security (issue 4)
+    "auth": ("auth", "modes"),
+    "insecure": ("security", "insecure"),
+    "state_url": ("state", "url"),
+    "redis": ("state", "redis_url"),
+    "allow_from": ("security", "allow_from"),
+    "trusted_proxies": ("security", "trusted_proxies"),
+    "cors_origins": ("security", "cors_origins"),
+    "ssl_certfile": ("security", "ssl_certfile"),
+    "ssl_keyfile": ("security", "ssl_keyfile"),
+    "jwt_public_key": ("auth", "jwt_public_key_file"),
+    "jwt_jwks": ("auth", "jwt_jwks_file"),
+    "jwt_issuer": ("auth", "jwt_issuer"),
+    "jwt_audience": ("auth", "jwt_audience"),
+    "jwt_scopes_claim": ("auth", "jwt_scopes_claim"),
+    "rate_limit": ("limits", "default_rate"),
+    "quota": ("limits", "default_quota"),
+    "anonymous_rate": ("limits", "anonymous_rate"),
 }
 
 

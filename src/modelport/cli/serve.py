@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from modelport.cli._common import echo_status, model_options, settings_from
+from modelport.cli._security import security_options  # security (issue 4)
 from modelport.errors import ModelportError
 
 
@@ -31,13 +32,16 @@ from modelport.errors import ModelportError
 )
 @click.option("--max-queue", type=int, help="Queued requests per model before 503 [4096].")
 @click.option("--threads", type=int, help="Inference threads per model version [1].")
+@click.option("--workers", type=int,
+              help="HTTP worker processes sharing the port; each loads its own copy of the "
+              "models [1].")
+@security_options  # security (issue 4)
 @click.pass_context
 def serve(
     ctx: click.Context,
     /,
     model_files: tuple[Path, ...],
     config_file: Path | None,
-    json_logs: bool,
     **flags: Any,
 ) -> None:
     """Serve models over HTTP.
@@ -50,7 +54,7 @@ def serve(
     Examples:
       modelport serve
       modelport serve ./iris.onnx ./churn.joblib --port 9000
-      modelport serve --repository ./models --host 0.0.0.0
+      modelport serve --repository ./models --host 0.0.0.0 --auth keys
     """
     import uvicorn
 
@@ -58,9 +62,16 @@ def serve(
     from modelport.bootstrap import build
     from modelport.demo import ensure_demo_repository
     from modelport.observe.logging import configure
+    from modelport.policy.network import check_exposure  # security (issue 4)
+    from modelport.settings import publish_for_workers
 
     settings = settings_from(ctx, model_files, config_file, **flags)
-    configure(settings.server.log_level, json_logs)
+    configure(settings.server.log_level, settings.server.json_logs)
+    # security (issue 4): no unauthenticated server on a reachable address, unless asked
+    try:
+        check_exposure(settings.server.host, settings.auth.enabled, settings.security.insecure)
+    except ModelportError as exc:
+        raise click.ClickException(exc.message) from exc
     try:
         demo = (
             ensure_demo_repository(settings.data_dir, echo_status) if settings.serves_demo else None
@@ -68,14 +79,26 @@ def serve(
         services = build(settings, demo_repository=demo)
     except ModelportError as exc:
         raise click.ClickException(exc.message) from exc
-    app = create_app(services)
     server = settings.server
-    base = f"http://{server.host}:{server.port}"
+    if server.workers > 1:
+        # Each worker process builds its own services from the same resolved settings.
+        if demo is not None:
+            settings = settings.model_copy(update={"repository": demo, "demo": False})
+        publish_for_workers(settings)
+        target: Any = "modelport.cli.serve:worker_app"
+    else:
+        target = create_app(services)
+    tls = settings.security  # security (issue 4)
+    scheme = "https" if tls.ssl_certfile else "http"
+    base = f"{scheme}://{server.host}:{server.port}"
     names = ", ".join(services.registry.names())
-    echo_status(f"serving {names} on {base}  (docs: {base}/docs)")
+    workers = f" with {server.workers} HTTP workers" if server.workers > 1 else ""
+    echo_status(f"serving {names} on {base}{workers}  (docs: {base}/docs)")
     logging.getLogger("uvicorn.error").setLevel(server.log_level.upper())
     uvicorn.run(
-        app,
+        target,
+        factory=server.workers > 1,
+        workers=server.workers if server.workers > 1 else None,
         host=server.host,
         port=server.port,
         log_level=server.log_level,
@@ -84,4 +107,24 @@ def serve(
         http="httptools",
         log_config=None,
         timeout_graceful_shutdown=10,
+        # security (issue 4): TLS; the client address comes from the gate's trusted-proxy
+        # rule, so uvicorn must not rewrite it from X-Forwarded-For on its own
+        ssl_certfile=str(tls.ssl_certfile) if tls.ssl_certfile else None,
+        ssl_keyfile=str(tls.ssl_keyfile) if tls.ssl_keyfile else None,
+        proxy_headers=False,
+        server_header=False,
     )
+
+
+def worker_app() -> Any:
+    """App factory run in each HTTP worker process of ``modelport serve --workers N``."""
+    from modelport.api.app import create_app
+    from modelport.bootstrap import build
+    from modelport.observe.logging import configure
+    from modelport.settings import settings_for_worker
+
+    settings = settings_for_worker()
+    configure(settings.server.log_level, settings.server.json_logs)
+    services = build(settings)
+    services.load_in_background = False
+    return create_app(services)

@@ -33,8 +33,9 @@ P_TWO = BatchPolicy(max_batch_size=8, concurrency=2)
         (4, 0.0, 0, P_WAIT, Decision(run=True)),  # preferred size reached
     ],
 )
-def test_decide(queued: int, oldest: float, busy: int, policy: BatchPolicy,
-                expected: Decision) -> None:
+def test_decide(
+    queued: int, oldest: float, busy: int, policy: BatchPolicy, expected: Decision
+) -> None:
     got = decide(queued, oldest, busy, policy)
     assert got.run == expected.run
     assert got.wait_s == pytest.approx(expected.wait_s)
@@ -94,7 +95,7 @@ def test_batches_form_while_the_executor_is_busy() -> None:
         model = GatedModel()
         model.gate = asyncio.Event()
         batcher = Batcher(model, BatchPolicy(max_batch_size=64), ManualClock())
-        first = asyncio. create_task(batcher.submit(rows(1), 1))
+        first = asyncio.create_task(batcher.submit(rows(1), 1))
         await model.started.wait()
         rest = [asyncio.create_task(batcher.submit(rows(2, 10 * i), 2)) for i in range(10)]
         await asyncio.sleep(0)

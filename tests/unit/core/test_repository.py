@@ -23,22 +23,28 @@ def make_repo(root: Path, yaml_text: str = "") -> Path:
     for version in ("1", "2", "10"):
         folder = root / "iris" / version
         folder.mkdir(parents=True)
-        joblib.dump(LogisticRegression(max_iter=300).fit(data.data, data.target),
-                    folder / "model.joblib")
+        joblib.dump(
+            LogisticRegression(max_iter=300).fit(data.data, data.target), folder / "model.joblib"
+        )
     if yaml_text:
         (root / "iris" / "model.yaml").write_text(yaml_text)
     return root
 
 
 def registry_for(sources: list[repository.ModelSource]) -> Registry:
-    registry = Registry(RuntimeTable.discover(), BatchingSettings(), ExecutorSettings(), ManualClock())
+    registry = Registry(
+        RuntimeTable.discover(), BatchingSettings(), ExecutorSettings(), ManualClock()
+    )
     registry.add_sources(sources)
     return registry
 
 
 def test_repository_layout_versions_and_model_yaml(tmp_path: Path) -> None:
-    root = make_repo(tmp_path, "features: [sl, sw, pl, pw]\nlabels: [a, b, c]\n"
-                     "aliases: {stable: '2'}\nbatching: {max_batch_size: 16}\n")
+    root = make_repo(
+        tmp_path,
+        "features: [sl, sw, pl, pw]\nlabels: [a, b, c]\n"
+        "aliases: {stable: '2'}\nbatching: {max_batch_size: 16}\n",
+    )
     (source,) = repository.from_repository(root)
     assert [v.version for v in source.versions] == ["1", "2", "10"]
     assert source.aliases == {"stable": "2"}
@@ -61,7 +67,9 @@ def test_repository_layout_versions_and_model_yaml(tmp_path: Path) -> None:
             registry.resolve("iris", "3")
         with pytest.raises(ModelNotFound):
             registry.resolve("rose")
-        service = InferenceService(registry, ManualClock(), default_timeout_s=5, max_request_rows=10)
+        service = InferenceService(
+            registry, ManualClock(), default_timeout_s=5, max_request_rows=10
+        )
         result = await service.predict("iris", None, {"input": np.array([[5.1, 3.5, 1.4, 0.2]])})
         assert result.version == "10" and result.outputs["label"].tolist() == [0]
         await registry.close()
@@ -81,7 +89,9 @@ def test_repository_layout_versions_and_model_yaml(tmp_path: Path) -> None:
         ("a: [\n", "not valid YAML"),
     ],
 )
-def test_bad_model_yaml_is_a_clear_config_error(tmp_path: Path, yaml_text: str, message: str) -> None:
+def test_bad_model_yaml_is_a_clear_config_error(
+    tmp_path: Path, yaml_text: str, message: str
+) -> None:
     make_repo(tmp_path, yaml_text)
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
         repository.from_repository(tmp_path)

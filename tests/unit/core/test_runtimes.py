@@ -53,7 +53,9 @@ def test_sklearn_skops_regressor_and_untrusted_types(table: RuntimeTable, tmp_pa
     assert model.predict({"input": data.data[:2]})["prediction"].shape == (2,)
 
 
-def test_sklearn_feature_names_from_a_dataframe_are_inferred(table: RuntimeTable, tmp_path: Path) -> None:
+def test_sklearn_feature_names_from_a_dataframe_are_inferred(
+    table: RuntimeTable, tmp_path: Path
+) -> None:
     pd = pytest.importorskip("pandas")
     frame = pd.DataFrame(IRIS.data, columns=["a", "b", "c", "d"])
     path = tmp_path / "named.joblib"
@@ -94,16 +96,20 @@ def test_onnx_generic_tensor_model(table: RuntimeTable, tmp_path: Path) -> None:
     from onnx import TensorProto, helper
 
     graph = helper.make_graph(
-        [helper.make_node("Relu", ["x"], ["y"])], "relu",
+        [helper.make_node("Relu", ["x"], ["y"])],
+        "relu",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])],
     )
     path = tmp_path / "relu.onnx"
-    path.write_bytes(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-                     .SerializeToString())
+    path.write_bytes(
+        helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
+    )
     model = table.get("onnx").load(path, ModelConfig())
     assert model.signature.task is Task.GENERIC
-    assert model.predict({"x": np.array([[-1, 0, 2]], dtype=np.float32)})["y"].tolist() == [[0, 0, 2]]
+    assert model.predict({"x": np.array([[-1, 0, 2]], dtype=np.float32)})["y"].tolist() == [
+        [0, 0, 2]
+    ]
 
 
 def test_onnx_refuses_a_corrupt_file(table: RuntimeTable, tmp_path: Path) -> None:
@@ -130,7 +136,9 @@ def test_python_runtime(table: RuntimeTable, tmp_path: Path) -> None:
     assert model.predict({"x": np.array([[1, 2]], dtype=np.float32)})["total"].tolist() == [13.0]
 
 
-def test_python_runtime_needs_a_signature_and_one_class(table: RuntimeTable, tmp_path: Path) -> None:
+def test_python_runtime_needs_a_signature_and_one_class(
+    table: RuntimeTable, tmp_path: Path
+) -> None:
     path = tmp_path / "model.py"
     path.write_text("class A:\n    def load(self, p): pass\n    def predict(self, x): return x\n")
     with pytest.raises(ConfigError, match="give a signature"):
@@ -141,7 +149,7 @@ def test_python_runtime_needs_a_signature_and_one_class(table: RuntimeTable, tmp
 
 
 def test_unknown_suffix_and_runtime(table: RuntimeTable) -> None:
-    with pytest.raises(ConfigError, match="no runtime serves '.h5' files"):
+    with pytest.raises(ConfigError, match=r"no runtime serves '\.h5' files"):
         table.for_artifact(Path("model.h5"))
     with pytest.raises(ConfigError, match="unknown runtime 'tensorflow'"):
         table.for_artifact(Path("model.h5"), "tensorflow")

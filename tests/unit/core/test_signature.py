@@ -36,7 +36,9 @@ def test_rejects_with_a_precise_message(value: np.ndarray, message: str) -> None
 
 
 def test_missing_and_unknown_inputs_are_named() -> None:
-    with pytest.raises(InvalidInput, match=r"missing input\(s\) \['input'\]; unknown input\(s\) \['x'\]"):
+    with pytest.raises(
+        InvalidInput, match=r"missing input\(s\) \['input'\]; unknown input\(s\) \['x'\]"
+    ):
         validate(SIG, {"x": np.zeros((1, 4))})
 
 
@@ -63,7 +65,9 @@ def test_value_range_and_nonfinite_opt_in() -> None:
     )
     with pytest.raises(InvalidInput, match=r"must lie in \[0, 16\]"):
         validate(sig, {"x": np.array([[0, 17]])})
-    nan_ok = Signature(inputs=(TensorSpec("x", "float32", (-1,), allow_nonfinite=True),), outputs=())
+    nan_ok = Signature(
+        inputs=(TensorSpec("x", "float32", (-1,), allow_nonfinite=True),), outputs=()
+    )
     validate(nan_ok, {"x": np.array([np.nan])})
 
 

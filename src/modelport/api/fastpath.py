@@ -1,0 +1,166 @@
+"""The hot path: ``POST /v1/models/{name}[/versions/{version}]/predict`` as plain ASGI.
+
+Starlette's router, ``Request`` and ``Response`` objects cost more per request than the
+prediction itself once batching amortises the model (see docs/benchmarks.md), so the one
+route that carries the traffic is served here directly; every other route stays in the
+Starlette app this wraps. Same codec, same service, same error table.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from modelport.api.codecs.native import decode, encode, parse_json
+from modelport.api.errors import error_body, error_parts
+from modelport.api.responses import dumps
+from modelport.core.service import InferenceService
+from modelport.errors import InvalidInput, ModelportError, UnsupportedMediaType
+
+log = logging.getLogger("modelport.api")
+
+_PREDICT_PATH = re.compile(r"^/v1/models/([^/]+)(?:/versions/([^/]+))?/predict$")
+_JSON_TYPES = (b"application/json", b"application/x-www-form-urlencoded", b"text/json")
+_JSON_HEADER = (b"content-type", b"application/json")
+
+
+def check_content_type(value: bytes | None) -> None:
+    """JSON only; curl's default form type is accepted because the body is still JSON."""
+    if value is None:
+        return
+    media = value.split(b";", 1)[0].strip().lower()
+    if media in _JSON_TYPES or media.endswith(b"+json"):
+        return
+    raise UnsupportedMediaType(
+        f"content type '{media.decode('latin-1')}' is not supported here; send application/json"
+    )
+
+
+def parse_timeout(raw: bytes | None) -> float | None:
+    if raw is None:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        raise InvalidInput("header X-Request-Timeout must be a number of seconds") from None
+    if not 0 < value <= 3600:
+        raise InvalidInput("header X-Request-Timeout must be between 0 and 3600 seconds")
+    return value
+
+
+async def read_body(receive: Receive) -> bytes:
+    message = await receive()
+    body: bytes = message.get("body", b"")
+    if not message.get("more_body", False):
+        return body
+    chunks = [body]
+    while message.get("more_body", False):
+        message = await receive()
+        chunks.append(message.get("body", b""))
+    return b"".join(chunks)
+
+
+class PredictFastPath:
+    """Serves native predict requests; passes everything else to ``app``."""
+
+    def __init__(self, app: ASGIApp, service: InferenceService) -> None:
+        self.app = app
+        self.service = service
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            match = _PREDICT_PATH.match(scope["path"])
+            if match is not None:
+                if scope["method"] == "POST":
+                    await self._predict(scope, receive, send, match.group(1), match.group(2))
+                    return
+                rid = scope["state"]["request_id"]
+                message = f"{scope['method']} is not allowed here; use POST"
+                body = error_body(scope["path"], rid, 405, "method_not_allowed", message)
+                await _send(send, 405, body, [_JSON_HEADER, (b"allow", b"POST")])
+                return
+        await self.app(scope, receive, send)
+
+    async def _predict(
+        self, scope: Scope, receive: Receive, send: Send, name: str, version: str | None
+    ) -> None:
+        request_id: str = scope["state"]["request_id"]
+        try:
+            content_type = timeout_raw = None
+            for key, value in scope["headers"]:
+                if key == b"content-type":
+                    content_type = value
+                elif key == b"x-request-timeout":
+                    timeout_raw = value
+            served = self.service.target(name, version)
+            assert served.signature is not None
+            check_content_type(content_type)
+            timeout = parse_timeout(timeout_raw)
+            inputs = decode(parse_json(await read_body(receive)), served.signature)
+            result = await self._run(receive, name, version, inputs, timeout, served)
+            if result is None:
+                return  # the client went away; nobody to answer
+            body = dumps(
+                {
+                    "model": result.model,
+                    "version": result.version,
+                    "request_id": request_id,
+                    "outputs": encode(result.signature, result.outputs),
+                }
+            )
+            headers = [_JSON_HEADER, (b"x-model-version", result.version.encode())]
+            await _send(send, 200, body, headers)
+        except ModelportError as exc:
+            status, extra = error_parts(exc, request_id)
+            headers = [_JSON_HEADER, *((k.encode(), v.encode()) for k, v in extra.items())]
+            body = error_body(scope["path"], request_id, status, exc.code, exc.message)
+            await _send(send, status, body, headers)
+        except Exception:
+            log.exception("unhandled error for request %s", request_id)
+            body = error_body(scope["path"], request_id, 500, "internal", "")
+            await _send(send, 500, body, [_JSON_HEADER])
+
+    async def _run(
+        self, receive: Receive, name: str, version: str | None, inputs: Any,
+        timeout: float | None, served: Any,
+    ) -> Any:
+        """Predict, but give up (and leave the batch queue) if the client disconnects."""
+        task = asyncio.current_task()
+        assert task is not None
+        watch = asyncio.ensure_future(_disconnected(receive))
+        gone = False
+
+        def on_disconnect(fut: asyncio.Future[None]) -> None:
+            nonlocal gone
+            if not fut.cancelled():
+                gone = True
+                task.cancel()
+
+        watch.add_done_callback(on_disconnect)
+        try:
+            return await self.service.predict(
+                name, version, inputs, timeout_s=timeout, served=served
+            )
+        except asyncio.CancelledError:
+            if gone:
+                return None
+            raise
+        finally:
+            watch.cancel()
+
+
+async def _disconnected(receive: Receive) -> None:
+    while True:
+        message: Message = await receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+async def _send(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+    headers.append((b"content-length", str(len(body)).encode()))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

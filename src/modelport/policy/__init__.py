@@ -1,0 +1,1 @@
+"""Authentication, authorisation, limits and metering; see README.md for the layer rule."""

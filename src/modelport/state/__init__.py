@@ -1,0 +1,1 @@
+"""Persistence behind small interfaces; see ``interfaces.py`` and README.md."""
