@@ -68,6 +68,9 @@ class BatchingSettings(_Frozen):
 
 
 class ExecutorSettings(_Frozen):
+    mode: Literal["auto", "thread", "inline"] = Field(
+        "auto", description="auto: a thread pool for models that release the GIL, else inline"
+    )
     threads: int = Field(1, ge=1, le=64, description="inference threads per model version")
     process_workers: int = Field(
         1, ge=1, le=64, description="worker processes for isolation: process"

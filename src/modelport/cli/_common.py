@@ -29,6 +29,7 @@ FLAG_PATHS: dict[str, tuple[str, ...]] = {
     "max_delay_ms": ("batching", "max_delay_ms"),
     "max_queue": ("batching", "max_queue"),
     "threads": ("executors", "threads"),
+    "executor": ("executors", "mode"),
     # security (issue 4)
     "auth": ("auth", "modes"),
     "insecure": ("security", "insecure"),

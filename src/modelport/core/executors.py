@@ -1,8 +1,12 @@
-"""Executors run a model's batched predict off the event loop.
+"""Executors run a model's batched predict.
 
-``ThreadExecutor`` uses a small thread pool: right for runtimes that release the GIL
-(onnxruntime, numpy, most of scikit-learn). ``ProcessExecutor`` (``core/process_executor.py``)
-isolates Python-heavy or untrusted models in worker processes.
+``ThreadExecutor`` uses a small thread pool, so the event loop keeps reading requests while
+the model computes: right for runtimes whose predict releases the GIL (onnxruntime).
+``InlineExecutor`` calls predict on the event loop itself: for models whose predict is
+mostly Python holding the GIL (small scikit-learn pipelines), a thread only adds hand-offs
+and GIL contention — measured in docs/benchmarks.md — while requests that arrive during the
+call simply wait in the socket buffers and form the next batch. ``ProcessExecutor``
+(``core/process_executor.py``) isolates Python-heavy or untrusted models in worker processes.
 """
 
 from __future__ import annotations
@@ -36,3 +40,25 @@ class ThreadExecutor:
 
     async def close(self) -> None:
         await asyncio.to_thread(self._pool.shutdown, wait=True)
+
+
+class InlineExecutor:
+    """Runs predict directly on the event loop (one slot)."""
+
+    slots = 1
+
+    def __init__(self, model: LoadedModel) -> None:
+        self._model = model
+
+    async def run(self, batch: NamedArrays) -> NamedArrays:
+        return self._model.predict(batch)
+
+    async def close(self) -> None:
+        return None
+
+
+def choose_executor(model: LoadedModel, mode: str, threads: int, name: str) -> Executor:
+    """``mode``: "thread", "inline", or "auto" (threads only if predict releases the GIL)."""
+    if mode == "inline" or (mode == "auto" and not getattr(model, "releases_gil", False)):
+        return InlineExecutor(model)
+    return ThreadExecutor(model, threads, name=name)

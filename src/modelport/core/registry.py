@@ -17,7 +17,7 @@ from pathlib import Path
 from modelport.clock import Clock
 from modelport.core.batching import Batcher, BatchPolicy
 from modelport.core.discovery import RuntimeTable
-from modelport.core.executors import Executor, ThreadExecutor
+from modelport.core.executors import Executor, choose_executor
 from modelport.core.repository import ModelSource, latest
 from modelport.core.runtime import Isolation, LoadedModel, ModelConfig
 from modelport.core.signature import Signature, TensorSpec
@@ -223,7 +223,9 @@ class Registry:
         loaded = await asyncio.to_thread(runtime.load, artifact, config)
         await asyncio.to_thread(loaded.warmup)
         threads = config.threads or self._executors.threads
-        return loaded.signature, ThreadExecutor(loaded, threads, name=artifact.stem)
+        return loaded.signature, choose_executor(
+            loaded, self._executors.mode, threads, artifact.stem
+        )
 
     async def _load(self, model: ServedModel, version: ServedVersion) -> None:
         where = f"{model.name} v{version.version}"
@@ -239,7 +241,7 @@ class Registry:
                 await asyncio.to_thread(loaded.warmup)
                 threads = model.config.threads or self._executors.threads
                 inferred = loaded.signature
-                executor = ThreadExecutor(loaded, threads, name=model.name)
+                executor = choose_executor(loaded, self._executors.mode, threads, model.name)
             else:
                 inferred, executor = await self._thread_executor(
                     version.runtime, version.artifact, model.config

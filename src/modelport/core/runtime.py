@@ -82,6 +82,9 @@ class BaseLoadedModel:
     """Default warm-up (one example batch) and close (nothing) for runtimes to inherit."""
 
     signature: Signature
+    # True when predict spends its time in native code that releases the GIL, so running it
+    # in a thread lets the event loop work meanwhile (see core/executors.py).
+    releases_gil: bool = False
 
     def predict(self, inputs: NamedArrays) -> NamedArrays:  # pragma: no cover - abstract
         raise NotImplementedError

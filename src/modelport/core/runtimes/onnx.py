@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,8 @@ def _spec(arg: Any) -> TensorSpec | None:
 
 
 class OnnxModel(BaseLoadedModel):
+    releases_gil = True  # onnxruntime drops the GIL for the whole session.run
+
     def __init__(self, session: Any, signature: Signature, rename: dict[str, str]) -> None:
         self._session = session
         self.signature = signature
@@ -64,7 +67,9 @@ class OnnxRuntime:
 
     def load(self, artifact: Path, config: ModelConfig) -> OnnxModel:
         options = ort.SessionOptions()
-        options.intra_op_num_threads = int(config.options.get("intra_op_threads", 1))
+        # default: every core this process may run on (taskset/cgroup affinity respected)
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
+        options.intra_op_num_threads = int(config.options.get("intra_op_threads", cores))
         options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         wanted = config.options.get("providers") or ["CPUExecutionProvider"]
