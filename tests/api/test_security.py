@@ -284,13 +284,15 @@ def test_usage_is_metered_and_exported(tmp_path: Path) -> None:
         user = gate.manager.create("u", "predict:*")
         for _ in range(3):
             assert client.post(PREDICT_M1, json=BODY, headers=bearer(user.key)).status_code == 200
+        two_rows = {"inputs": BODY["inputs"] * 2}
+        assert client.post(PREDICT_M1, json=two_rows, headers=bearer(user.key)).status_code == 200
         bad = client.post(PREDICT_M1, json={"inputs": [[1.0]]}, headers=bearer(user.key))
         assert bad.status_code == 422
         client.post("/v1/models/m2/predict", json=BODY, headers=bearer(user.key))
         rows = client.get("/admin/usage", headers=bearer(admin)).json()
         by_model = {(r["key_id"], r["model"], r["version"]): r for r in rows}
         m1 = by_model[(user.record.id, "m1", "1")]
-        assert (m1["requests"], m1["errors"]) == (3, 0)
+        assert (m1["requests"], m1["rows"], m1["errors"]) == (4, 5, 0)
         errors = by_model[(user.record.id, "m1", "")]  # failed before a version was chosen
         assert (errors["requests"], errors["errors"]) == (1, 1)
         assert by_model[(user.record.id, "m2", "1")]["requests"] == 1

@@ -392,3 +392,35 @@ def test_tls(tmp_path: Path, repo: str) -> None:
             httpx.get(f"http://127.0.0.1:{server.port}/healthz", timeout=2).raise_for_status()
     finally:
         server.stop()
+
+
+def test_allow_list_over_a_socket_ignores_forged_forwarded_for(
+    start_server: Any, tmp_path: Path, repo: str
+) -> None:
+    data = tmp_path / "data"
+    fenced = create_key(
+        "--name",
+        "fenced",
+        "--scopes",
+        "predict:iris",
+        "--allow-from",
+        "10.0.0.0/8",
+        "--data-dir",
+        str(data),
+    )
+    local = create_key(
+        "--name",
+        "local",
+        "--scopes",
+        "predict:iris",
+        "--allow-from",
+        "127.0.0.1",
+        "--data-dir",
+        str(data),
+    )
+    server = start_server("--repository", repo, "--data-dir", str(data), "--auth", "keys")
+    h = auth(fenced["key"])
+    assert httpx.post(server.url + IRIS, json=ROW, headers=h).status_code == 403
+    forged = {**h, "X-Forwarded-For": "10.1.2.3"}
+    assert httpx.post(server.url + IRIS, json=ROW, headers=forged).status_code == 403
+    assert httpx.post(server.url + IRIS, json=ROW, headers=auth(local["key"])).status_code == 200

@@ -104,6 +104,7 @@ class PredictFastPath:
             result = await self._run(receive, name, version, inputs, timeout, served)
             if result is None:
                 return  # the client went away; nobody to answer
+            scope["state"]["rows"] = result.rows  # read by usage metering
             body = dumps(
                 {
                     "model": result.model,

@@ -6,8 +6,10 @@ import click
 
 from modelport._version import __version__
 from modelport.cli.bench import bench
+from modelport.cli.keys import keys
 from modelport.cli.models import models, predict, runtimes
 from modelport.cli.serve import serve
+from modelport.cli.usage import usage
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -28,5 +30,7 @@ main.add_command(models)
 main.add_command(predict)
 main.add_command(runtimes)
 main.add_command(bench)
+main.add_command(keys)
+main.add_command(usage)
 
 __all__ = ["main"]

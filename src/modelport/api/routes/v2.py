@@ -139,6 +139,7 @@ def routes(services: Services) -> list[BaseRoute]:
         result = await service.predict(
             name, version, inputs, timeout_s=parsed.timeout_s, served=served
         )
+        request.scope["state"]["rows"] = result.rows  # read by usage metering
         labels = {s.name: s.names for s in result.signature.outputs if s.names is not None}
         content, header_size = codec.encode_response(
             model=result.model,
