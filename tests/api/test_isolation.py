@@ -1,9 +1,11 @@
-"""A model served with ``isolation: process`` over HTTP: a dead worker is a clean 503."""
+"""A model served with ``isolation: process`` over HTTP: a worker that dies in the middle of
+a request gives that request a clean 503; one that dies while idle is replaced unnoticed."""
 
 from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 from pathlib import Path
 
@@ -15,19 +17,21 @@ from modelport.settings import load_settings
 from tests.conftest import wait_ready
 
 MODEL = """
-import os
+import os, time
+import numpy as np
 class Model:
     signature = {"inputs": [{"name": "x", "dtype": "float64", "shape": [-1, 2]}],
                  "outputs": [{"name": "pid", "dtype": "int64", "shape": [-1]}]}
     def load(self, path):
         pass
     def predict(self, inputs):
-        import numpy as np
+        if inputs["x"][0, 0] < 0:  # a negative first value asks for a slow call
+            time.sleep(30)
         return {"pid": np.full(len(inputs["x"]), os.getpid())}
 """
 
 
-def test_killed_worker_gives_503_then_recovers(tmp_path: Path) -> None:
+def _client(tmp_path: Path) -> TestClient:
     version = tmp_path / "repo" / "isolated" / "1"
     version.mkdir(parents=True)
     (version / "model.py").write_text(MODEL)
@@ -35,22 +39,46 @@ def test_killed_worker_gives_503_then_recovers(tmp_path: Path) -> None:
     settings = load_settings(
         {"repository": tmp_path / "repo", "data_dir": tmp_path / "data"}, env={}
     )
-    with TestClient(create_app(build(settings)), raise_server_exceptions=False) as client:
+    return TestClient(create_app(build(settings)), raise_server_exceptions=False)
+
+
+def _pid(client: TestClient) -> int:
+    r = client.post("/v1/models/isolated/predict", json={"inputs": [[1, 2]]})
+    assert r.status_code == 200, r.text
+    return int(r.json()["outputs"][0]["pid"])
+
+
+def test_worker_killed_mid_request_gives_503_then_recovers(tmp_path: Path) -> None:
+    with _client(tmp_path) as client:
         wait_ready(client, timeout=60)
-        r = client.post("/v1/models/isolated/predict", json={"inputs": [[1, 2]]})
-        assert r.status_code == 200
-        pid = r.json()["outputs"][0]["pid"]
+        pid = _pid(client)
         assert pid != os.getpid()  # predicted in another process
+
+        slow: dict[str, object] = {}
+
+        def call() -> None:
+            r = client.post("/v1/models/isolated/predict", json={"inputs": [[-1, 2]]})
+            slow["status"], slow["body"] = r.status_code, r.json()
+
+        caller = threading.Thread(target=call)
+        caller.start()
+        time.sleep(0.5)  # the worker is now inside its 30 s predict
+        os.kill(pid, signal.SIGKILL)
+        caller.join(timeout=20)
+        assert not caller.is_alive(), "the request in flight was not failed"
+        assert slow["status"] == 503
+        body = slow["body"]
+        assert isinstance(body, dict) and body["error"]["code"] == "worker_failed"
+
+        new_pid = _pid(client)  # waits for the replacement worker, no error in between
+        assert new_pid not in (pid, os.getpid())
+        assert client.get("/healthz").status_code == 200
+
+
+def test_idle_worker_killed_is_replaced_without_an_error(tmp_path: Path) -> None:
+    with _client(tmp_path) as client:
+        wait_ready(client, timeout=60)
+        pid = _pid(client)
         os.kill(pid, signal.SIGKILL)
         time.sleep(0.2)
-        r = client.post("/v1/models/isolated/predict", json={"inputs": [[1, 2]]})
-        assert r.status_code == 503
-        assert r.json()["error"]["code"] == "worker_failed"
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            r = client.post("/v1/models/isolated/predict", json={"inputs": [[1, 2]]})
-            if r.status_code == 200:
-                break
-            time.sleep(0.2)
-        assert r.status_code == 200 and r.json()["outputs"][0]["pid"] not in (pid, os.getpid())
-        assert client.get("/healthz").status_code == 200
+        assert _pid(client) not in (pid, os.getpid())

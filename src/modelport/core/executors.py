@@ -6,7 +6,8 @@ the model computes: right for runtimes whose predict releases the GIL (onnxrunti
 mostly Python holding the GIL (small scikit-learn pipelines), a thread only adds hand-offs
 and GIL contention — measured in docs/benchmarks.md — while requests that arrive during the
 call simply wait in the socket buffers and form the next batch. ``ProcessExecutor``
-(``core/process_executor.py``) isolates Python-heavy or untrusted models in worker processes.
+(``core/process_executor.py``, worker side in ``core/_process_worker.py``) isolates
+Python-heavy or untrusted models in worker processes.
 """
 
 from __future__ import annotations

@@ -1,13 +1,24 @@
-"""Isolated model workers: ``isolation: process`` in model.yaml.
+"""Worker processes for ``isolation: process``: each worker loads the model itself and
+tensors travel through shared memory; only small metadata goes through the pipe.
 
-Each worker process loads the model itself (the parent never does) and serves batches one
-at a time. Tensors cross the process boundary through shared memory — one request and one
-response segment per worker, grown on demand — and only small metadata (names, dtypes,
-shapes, offsets) goes through the pipe; object arrays fall back to pickling. Errors cross
-as plain strings (class path + message), never as pickled exception objects.
+Protocol, one request at a time per worker (every message is a tuple of plain data)::
 
-A worker that dies fails its in-flight batch with ``WorkerFailed`` (HTTP 503) at once and
-is restarted in the background; later batches wait for a live worker.
+    worker → parent   at start: ("ready", plain_signature) | ("load_error", class_path, message)
+    parent → worker   ("run", request_name, response_name, response_size, input_slots)
+    worker → parent   ("ok", output_slots) | ("err", class_path, message, traceback)
+                      | ("grow", nbytes)            the outputs do not fit the response buffer
+    parent → worker   ("resp", response_name, response_size)   answer to "grow"
+    parent → worker   ("stop",)
+
+A slot is ``(name, dtype_str, shape, offset)`` into a buffer, or ``(name, None, array, 0)``
+for arrays that cannot live in raw memory (object or structured dtypes), which are pickled
+with the message. The worker's half lives in ``_process_worker``. The parent owns every
+shared-memory segment (one request and one response buffer per worker, grown on demand,
+never shrunk): it creates and unlinks them, workers only attach. The parent reads its pipes
+with event-loop readers, so no thread waits on a worker.
+
+A worker that dies (EOF on its pipe or its process sentinel) fails the call it was running
+with ``WorkerFailed`` and is restarted in the background, with back-off while restarts fail.
 """
 
 from __future__ import annotations
@@ -15,295 +26,462 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import multiprocessing as mp
-import threading
-from dataclasses import dataclass
+import multiprocessing
+import secrets
+import signal
+from collections import deque
+from collections.abc import Callable
 from multiprocessing.connection import Connection
+from multiprocessing.context import SpawnProcess
 from multiprocessing.shared_memory import SharedMemory
+from os import getpid
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
+from modelport.core._process_worker import (
+    Message,
+    Slot,
+    layout,
+    read_slots,
+    segment_buf,
+    signature_from_plain,
+    slots_nbytes,
+    worker_main,
+    write_slots,
+)
+from modelport.core.executors import Executor
 from modelport.core.registry import ExecutorFactory
 from modelport.core.runtime import ModelConfig
 from modelport.core.signature import NamedArrays, Signature
 from modelport.errors import ConfigError, ModelFailed, WorkerFailed
 
-log = logging.getLogger("modelport.workers")
+log = logging.getLogger("modelport.process_executor")
 
-_INITIAL_BYTES = 1 << 20
-_ALIGN = 64
-Layout = list[tuple[str, str, tuple[int, ...], int, int]]  # name, dtype, shape, offset, nbytes
-
-
-def _layout(arrays: NamedArrays) -> tuple[Layout, int]:
-    layout: Layout = []
-    offset = 0
-    for name, array in arrays.items():
-        layout.append((name, array.dtype.str, tuple(array.shape), offset, array.nbytes))
-        offset += -(-array.nbytes // _ALIGN) * _ALIGN
-    return layout, offset
+_OFF_LOOP_BYTES = 8 << 20  # bigger copies (> ~0.3 ms) run in a thread, off the event loop
+_EXIT_GRACE_S = 2.0  # after a pipe EOF, how long to wait for the exit code before failing
+_PAGE = 4096
 
 
-def _write(shm: SharedMemory, arrays: NamedArrays, layout: Layout) -> None:
-    for name, dtype, shape, offset, _ in layout:
-        target = np.ndarray(shape, dtype=dtype, buffer=shm.buf, offset=offset)
-        target[...] = arrays[name]
+# ── the parent's side ────────────────────────────────────────────────────────────────────
+def _describe_exit(code: int | None) -> str:
+    if code is None:
+        return "closed its pipe"
+    if code < 0:
+        try:
+            return f"was killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"was killed by signal {-code}"
+    return f"exited with code {code}"
 
 
-def _read(shm: SharedMemory, layout: Layout, copy: bool) -> NamedArrays:
-    out: NamedArrays = {}
-    for name, dtype, shape, offset, _ in layout:
-        view = np.ndarray(shape, dtype=dtype, buffer=shm.buf, offset=offset)
-        out[name] = view.copy() if copy else view
-    return out
+def _new_segment(size: int, current: SharedMemory | None, minimum: int) -> SharedMemory:
+    old = current.size if current is not None else 0
+    size = max(size, 2 * old, minimum)
+    size = -(-size // _PAGE) * _PAGE
+    return SharedMemory(name=f"mp{getpid()}_{secrets.token_hex(6)}", create=True, size=size)
 
 
-def _shareable(arrays: NamedArrays) -> bool:
-    return all(a.dtype.kind not in "OUS" for a in arrays.values())
-
-
-# ── the worker process ───────────────────────────────────────────────────────
-
-
-def _worker_main(conn: Connection, runtime: str, artifact: str, config: ModelConfig) -> None:
-    from modelport.core.discovery import RuntimeTable
-
-    try:
-        model = RuntimeTable.discover().get(runtime).load(Path(artifact), config)
-        model.warmup()
-    except BaseException as exc:
-        conn.send(("error", f"{type(exc).__module__}.{type(exc).__qualname__}", str(exc)))
+def _free(shm: SharedMemory | None) -> None:
+    if shm is None:
         return
-    conn.send(("ready", model.signature))
-    segments: dict[str, SharedMemory] = {}
-
-    def segment(name: str) -> SharedMemory:
-        if name not in segments:
-            segments[name] = SharedMemory(name=name)
-        return segments[name]
-
-    while True:
-        try:
-            message = conn.recv()
-        except EOFError:
-            return
-        kind = message[0]
-        if kind == "stop":
-            return
-        if kind == "forget":
-            old = segments.pop(message[1], None)
-            if old is not None:
-                old.close()
-            continue
-        try:
-            if kind == "shm":
-                _, req_name, layout, resp_name = message
-                inputs = _read(segment(req_name), layout, copy=False)
-            else:
-                _, inputs, resp_name = message
-            outputs = {k: np.ascontiguousarray(v) for k, v in model.predict(inputs).items()}
-            out_layout, size = _layout(outputs)
-            resp = segment(resp_name)
-            if _shareable(outputs) and size <= resp.size:
-                _write(resp, outputs, out_layout)
-                conn.send(("shm", out_layout))
-            else:
-                conn.send(("pickled", outputs, size))
-        except BaseException as exc:
-            conn.send(("raised", f"{type(exc).__module__}.{type(exc).__qualname__}", str(exc)))
-
-
-# ── the parent side ──────────────────────────────────────────────────────────
-
-
-@dataclass
-class _Worker:
-    index: int
-    process: Any
-    conn: Connection
-    request: SharedMemory
-    response: SharedMemory
-
-
-class ProcessExecutor:
-    """A pool of worker processes, each holding its own copy of one model version."""
-
-    def __init__(self, runtime: str, artifact: Path, config: ModelConfig, workers: int = 1) -> None:
-        self.slots = workers
-        self._args = (runtime, str(artifact), config)
-        self._ctx = mp.get_context("spawn")
-        self._workers: list[_Worker | None] = [None] * workers
-        self._idle: asyncio.Queue[int] | None = None  # created on the running loop
-        self._lock = threading.Lock()
-        self._closed = False
-        self._restarts: set[asyncio.Task[None]] = set()
-        self.restarts = 0
-
-    # lifecycle ----------------------------------------------------------------
-    async def start(self) -> Signature:
-        self._idle = asyncio.Queue()
-        results = await asyncio.gather(
-            *(asyncio.to_thread(self._spawn, i) for i in range(self.slots)),
-            return_exceptions=True,
-        )
-        errors = [r for r in results if isinstance(r, BaseException)]
-        if errors:
-            await self.close()
-            raise errors[0]
-        for i in range(self.slots):
-            self._idle.put_nowait(i)
-        return results[0]  # type: ignore[return-value]
-
-    def _spawn(self, index: int) -> Signature:
-        parent, child = self._ctx.Pipe(duplex=True)
-        process = self._ctx.Process(
-            target=_worker_main,
-            args=(child, *self._args),
-            name=f"modelport-worker-{index}",
-            daemon=True,
-        )
-        process.start()
-        child.close()
-        try:
-            message = parent.recv()
-        except EOFError:
-            process.join(5)
-            raise ConfigError(
-                f"model worker exited while loading (exit code {process.exitcode})"
-            ) from None
-        if message[0] == "error":
-            process.join(5)
-            raise ConfigError(f"model worker could not load the model: {message[1]}: {message[2]}")
-        old = self._workers[index]
-        self._workers[index] = _Worker(
-            index,
-            process,
-            parent,
-            _segment(_INITIAL_BYTES),
-            _segment(_INITIAL_BYTES),
-        )
-        if old is not None:
-            _release(old)
-        signature: Signature = message[1]
-        return signature
-
-    async def close(self) -> None:
-        self._closed = True
-        for task in list(self._restarts):
-            task.cancel()
-        for worker in self._workers:
-            if worker is not None:
-                await asyncio.to_thread(_stop, worker)
-                _release(worker)
-        self._workers = [None] * self.slots
-
-    # serving --------------------------------------------------------------------
-    async def run(self, batch: NamedArrays) -> NamedArrays:
-        assert self._idle is not None, "start() first"
-        index = await self._idle.get()
-        worker = self._workers[index]
-        assert worker is not None
-        try:
-            return await asyncio.to_thread(self._call, worker, batch)
-        except WorkerFailed:
-            self._schedule_restart(index)
-            raise
-        finally:
-            if self._workers[index] is worker and worker.process.is_alive():
-                self._idle.put_nowait(index)
-
-    def _call(self, worker: _Worker, batch: NamedArrays) -> NamedArrays:
-        try:
-            if _shareable(batch):
-                layout, size = _layout(batch)
-                if size > worker.request.size:
-                    worker.conn.send(("forget", worker.request.name))
-                    _unlink(worker.request)
-                    worker.request = SharedMemory(
-                        create=True, size=max(size, 2 * worker.request.size)
-                    )
-                _write(worker.request, batch, layout)
-                worker.conn.send(("shm", worker.request.name, layout, worker.response.name))
-            else:
-                worker.conn.send(("pickled", batch, worker.response.name))
-            reply = worker.conn.recv()
-        except (EOFError, OSError, BrokenPipeError):
-            worker.process.join(1)
-            code = worker.process.exitcode
-            raise WorkerFailed(
-                f"the model worker died (exit code {code}); it is being restarted",
-                kind="process_exit",
-            ) from None
-        kind = reply[0]
-        if kind == "shm":
-            return _read(worker.response, reply[1], copy=True)
-        if kind == "pickled":
-            outputs: NamedArrays = reply[1]
-            if reply[2] > worker.response.size:  # grow for next time
-                worker.conn.send(("forget", worker.response.name))
-                _unlink(worker.response)
-                worker.response = SharedMemory(
-                    create=True, size=max(reply[2], 2 * worker.response.size)
-                )
-            return outputs
-        log.error("model raised in worker: %s: %s", reply[1], reply[2])
-        raise ModelFailed(f"the model raised {reply[1].rsplit('.', 1)[-1]}")
-
-    def _schedule_restart(self, index: int) -> None:
-        if self._closed:
-            return
-
-        async def restart() -> None:
-            assert self._idle is not None
-            while not self._closed:
-                try:
-                    await asyncio.to_thread(self._spawn, index)
-                    self.restarts += 1
-                    log.warning("model worker %d restarted", index)
-                    self._idle.put_nowait(index)
-                    return
-                except ConfigError as exc:
-                    log.error("restarting model worker %d failed: %s", index, exc)
-                    await asyncio.sleep(1.0)
-
-        task = asyncio.get_running_loop().create_task(restart())
-        self._restarts.add(task)
-        task.add_done_callback(self._restarts.discard)
-
-
-def _stop(worker: _Worker) -> None:
-    with contextlib.suppress(OSError, BrokenPipeError):
-        worker.conn.send(("stop",))
-    worker.process.join(5)
-    if worker.process.is_alive():
-        worker.process.kill()
-        worker.process.join(5)
-    worker.conn.close()
-
-
-def _segment(size: int) -> SharedMemory:
-    return SharedMemory(create=True, size=size)
-
-
-def _unlink(shm: SharedMemory) -> None:
-    shm.close()
+    with contextlib.suppress(BufferError):
+        shm.close()
     with contextlib.suppress(FileNotFoundError):
         shm.unlink()
 
 
-def _release(worker: _Worker) -> None:
-    _unlink(worker.request)
-    _unlink(worker.response)
+class _Worker:
+    """The parent's end of one worker: process, pipe, buffers and the reply being awaited."""
+
+    def __init__(
+        self,
+        index: int,
+        process: SpawnProcess,
+        conn: Connection,
+        on_exit: Callable[[_Worker, str], None],
+        buffer_bytes: int,
+    ) -> None:
+        self.index = index
+        self.process = process
+        self.conn = conn
+        self.pid = process.pid or 0
+        self.alive = True
+        self.busy = False
+        self.stopped = False
+        self.how = ""  # how it died, once it has
+        self._reaping = False
+        self.request: SharedMemory | None = None
+        self.response: SharedMemory | None = None
+        self._min = buffer_bytes
+        self._on_exit = on_exit
+        self._reply: asyncio.Future[Message] | None = None
+        self._loop = asyncio.get_running_loop()
+        self._pipe_fd = conn.fileno()
+        self._sentinel = process.sentinel
+        self._exit_timer: asyncio.TimerHandle | None = None
+        self._loop.add_reader(self._pipe_fd, self._readable)
+        self._loop.add_reader(self._sentinel, self._exited)
+
+    def ask(self, msg: Message | None) -> asyncio.Future[Message]:
+        """Send ``msg`` (None: just wait) and return a future for the worker's next message."""
+        reply: asyncio.Future[Message] = self._loop.create_future()
+        if not self.alive:
+            reply.set_exception(WorkerFailed(f"model worker {self.pid} is not running", "died"))
+            return reply
+        self._reply = reply
+        if msg is not None:
+            try:
+                self.conn.send(msg)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the worker is dying; its readers will fail the reply in a moment
+            except BaseException:
+                self._reply = None
+                raise
+        return reply
+
+    def request_buffer(self, size: int) -> SharedMemory:
+        if self.request is None or size > self.request.size:
+            new = _new_segment(size, self.request, self._min)
+            _free(self.request)
+            self.request = new
+        return self.request
+
+    def response_buffer(self, size: int) -> SharedMemory:
+        if self.response is None or size > self.response.size:
+            new = _new_segment(size, self.response, self._min)
+            _free(self.response)
+            self.response = new
+        return self.response
+
+    def free_buffers(self) -> None:
+        _free(self.request)
+        _free(self.response)
+        self.request = self.response = None
+
+    def _deliver(self, msg: Message) -> None:
+        reply, self._reply = self._reply, None
+        if reply is not None and not reply.done():
+            reply.set_result(msg)
+        elif reply is None or not reply.cancelled():  # a cancelled wait just drops its reply
+            log.warning("model worker %d sent an unexpected %r message", self.pid, msg[0])
+
+    def _readable(self) -> None:
+        try:
+            msg = self.conn.recv()
+        except (EOFError, OSError):
+            self._loop.remove_reader(self._pipe_fd)
+            # the exit code follows within milliseconds through the sentinel; don't hang on it
+            self._exit_timer = self._loop.call_later(_EXIT_GRACE_S, self._exited)
+            return
+        self._deliver(msg)
+
+    def _exited(self) -> None:
+        """The sentinel fired (or the pipe closed a while ago): collect the exit code, report."""
+        if not self.alive or self._reaping:
+            return
+        self._reaping = True
+        self.unwatch()
+        with contextlib.suppress(EOFError, OSError):
+            while self.conn.poll():  # a reply written just before dying still counts
+                self._deliver(self.conn.recv())
+        self._reap(0)
+
+    def _reap(self, tries: int) -> None:
+        # the sentinel can fire a moment before the child can be waited for
+        code = self.process.exitcode
+        if code is None and tries < 20:
+            self._exit_timer = self._loop.call_later(0.005, self._reap, tries + 1)
+            return
+        self.finish(_describe_exit(code))
+
+    def finish(self, how: str) -> None:
+        """Mark the worker dead: fail the call waiting on it and tell the executor."""
+        if not self.alive:
+            return
+        self.alive = False
+        self.how = how
+        self.unwatch()
+        reply, self._reply = self._reply, None
+        if reply is not None and not reply.done():
+            reply.set_exception(WorkerFailed(f"the model worker (pid {self.pid}) {how}", "died"))
+        self._on_exit(self, how)
+
+    def unwatch(self) -> None:
+        self._loop.remove_reader(self._pipe_fd)
+        self._loop.remove_reader(self._sentinel)
+        if self._exit_timer is not None:
+            self._exit_timer.cancel()
+
+
+class ProcessExecutor:
+    """Runs a model in ``workers`` processes that each load it; a dead worker is restarted.
+
+    Construct, then ``await start()`` (which returns the model's signature); ``run`` and
+    ``close`` as for any ``Executor``.
+    """
+
+    def __init__(
+        self,
+        runtime: str,
+        artifact: Path,
+        config: ModelConfig,
+        workers: int = 1,
+        *,
+        buffer_bytes: int = 1 << 20,
+        stop_timeout_s: float = 5.0,
+    ) -> None:
+        if workers < 1:
+            raise ConfigError("a process executor needs at least one worker")
+        self.slots = workers
+        self._runtime = runtime
+        self._artifact = artifact
+        self._config = config
+        self._buffer_bytes = buffer_bytes
+        self._stop_timeout_s = stop_timeout_s
+        self._ctx = multiprocessing.get_context("spawn")
+        self._workers: list[_Worker | None] = [None] * workers
+        self._idle: deque[_Worker] = deque()
+        self._waiters: deque[asyncio.Future[_Worker]] = deque()
+        self._inflight: set[asyncio.Task[NamedArrays]] = set()
+        self._restarts: dict[int, asyncio.Task[None]] = {}
+        self._restart_error: str | None = None
+        self._started = False
+        self._closed = False
+        self.restarts = 0  # workers replaced after dying
+
+    @property
+    def pids(self) -> list[int]:
+        """Process ids of the workers now running."""
+        return [w.pid for w in self._workers if w is not None and w.alive]
+
+    async def start(self) -> Signature:
+        """Start every worker and wait until each has loaded the model."""
+        self._started = True
+        results = await asyncio.gather(
+            *(self._spawn(i) for i in range(self.slots)), return_exceptions=True
+        )
+        failure = next((r for r in results if isinstance(r, BaseException)), None)
+        if failure is not None:
+            await asyncio.gather(
+                *(self._stop(r[0]) for r in results if not isinstance(r, BaseException))
+            )
+            self._closed = True
+            raise failure
+        started = [r for r in results if not isinstance(r, BaseException)]
+        for worker, _ in started:
+            self._workers[worker.index] = worker
+            self._idle.append(worker)
+        return signature_from_plain(started[0][1])
+
+    async def _spawn(self, index: int) -> tuple[_Worker, dict[str, Any]]:
+        where = str(self._artifact)
+        parent_conn, child_conn = self._ctx.Pipe()
+        process = self._ctx.Process(
+            target=worker_main,
+            args=(child_conn, self._runtime, str(self._artifact), self._config),
+            name=f"modelport-worker-{index}",
+            daemon=True,
+        )
+        try:
+            process.start()
+        except BaseException:
+            parent_conn.close()
+            raise
+        finally:
+            child_conn.close()  # so the worker's death reads as EOF here
+        worker = _Worker(index, process, parent_conn, self._worker_exited, self._buffer_bytes)
+        try:
+            msg = await worker.ask(None)
+        except WorkerFailed:
+            await self._stop(worker)
+            raise ConfigError(f"{where}: the model worker {worker.how} while loading") from None
+        except BaseException:
+            await self._stop(worker)
+            raise
+        if msg[0] != "ready":
+            await self._stop(worker)
+            kind, message = msg[1], msg[2]
+            if not kind.startswith("modelport.errors."):
+                message = f"{where}: loading raised {kind}: {message}"
+            raise ConfigError(message)
+        return worker, msg[1]
+
+    # ── calls ────────────────────────────────────────────────────────────────────────────
+    async def run(self, batch: NamedArrays) -> NamedArrays:
+        worker = await self._acquire()
+        # The exchange owns the worker until the worker answers, even if our caller is
+        # cancelled meanwhile: a reply left unread would be taken for the next call's.
+        task = asyncio.get_running_loop().create_task(self._exchange(worker, batch))
+        self._inflight.add(task)
+        task.add_done_callback(self._inflight.discard)
+        return await asyncio.shield(task)
+
+    async def _exchange(self, worker: _Worker, batch: NamedArrays) -> NamedArrays:
+        try:
+            slots, size = layout(batch)
+            request = worker.request_buffer(size)
+            if size > _OFF_LOOP_BYTES:
+                await asyncio.to_thread(write_slots, segment_buf(request), batch, slots)
+            else:
+                write_slots(segment_buf(request), batch, slots)
+            response = worker.response_buffer(0)
+            reply = await worker.ask(("run", request.name, response.name, response.size, slots))
+            while reply[0] == "grow":
+                response = worker.response_buffer(reply[1])
+                reply = await worker.ask(("resp", response.name, response.size))
+            if reply[0] == "err":
+                _, kind, message, trace = reply
+                log.error(
+                    "model worker %d: predict raised %s: %s\n%s", worker.pid, kind, message, trace
+                )
+                # like the batcher: the model's own message goes to the log, not to callers
+                raise ModelFailed(f"the model raised {kind.rsplit('.', 1)[-1]}")
+            out_slots: list[Slot] = reply[1]
+            if slots_nbytes(out_slots) > _OFF_LOOP_BYTES:
+                return await asyncio.to_thread(read_slots, segment_buf(response), out_slots, True)
+            return read_slots(segment_buf(response), out_slots, copy=True)
+        finally:
+            self._release(worker)
+
+    async def _acquire(self) -> _Worker:
+        while True:
+            if self._closed or not self._started:
+                raise WorkerFailed("the model's worker processes are not running", "closed")
+            while self._idle:
+                worker = self._idle.popleft()
+                if worker.alive:
+                    worker.busy = True
+                    return worker
+            if self._restart_error is not None and not self.pids:
+                raise WorkerFailed(
+                    f"no model worker is running: {self._restart_error}", "restart_failed"
+                )
+            waiter: asyncio.Future[_Worker] = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            try:
+                worker = await waiter
+            except asyncio.CancelledError:
+                if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
+                    self._release(waiter.result())  # handed to us just as we were cancelled
+                raise
+            if worker.alive:
+                return worker
+
+    def _release(self, worker: _Worker) -> None:
+        if not worker.alive or self._closed:
+            worker.busy = False
+            if not worker.alive:
+                worker.free_buffers()
+            return
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                worker.busy = True
+                waiter.set_result(worker)
+                return
+        worker.busy = False
+        self._idle.append(worker)
+
+    # ── deaths and restarts ──────────────────────────────────────────────────────────────
+    def _worker_exited(self, worker: _Worker, how: str) -> None:
+        with contextlib.suppress(ValueError):
+            self._idle.remove(worker)
+        if not worker.busy:
+            worker.free_buffers()
+        if self._closed or self._workers[worker.index] is not worker:
+            return
+        log.warning("model worker %d for %s %s; restarting it", worker.pid, self._artifact, how)
+        task = asyncio.get_running_loop().create_task(self._restart(worker))
+        self._restarts[worker.index] = task
+        task.add_done_callback(lambda _: self._restarts.pop(worker.index, None))
+
+    async def _restart(self, dead: _Worker) -> None:
+        await self._stop(dead)  # reap it and close its pipe
+        delay = 0.0
+        while not self._closed:
+            if delay:
+                await asyncio.sleep(delay)
+            try:
+                worker, _ = await self._spawn(dead.index)
+            except Exception as exc:
+                self._restart_error = str(exc)
+                log.error("could not restart a model worker for %s: %s", self._artifact, exc)
+                if not self.pids:
+                    self._fail_waiters(
+                        WorkerFailed(f"no model worker is running: {exc}", "restart_failed")
+                    )
+                delay = min(max(2 * delay, 0.5), 30.0)
+                continue
+            if self._closed:
+                await self._stop(worker)
+                return
+            self._workers[dead.index] = worker
+            self.restarts += 1
+            self._restart_error = None
+            log.info("model worker for %s restarted (pid %d)", self._artifact, worker.pid)
+            self._release(worker)
+            return
+
+    def _fail_waiters(self, exc: WorkerFailed) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_exception(exc)
+
+    # ── shutdown ─────────────────────────────────────────────────────────────────────────
+    async def _stop(self, worker: _Worker) -> None:
+        """Ask a worker to stop, kill it after the timeout, and release what it holds."""
+        if worker.stopped:
+            return
+        process = worker.process
+        if process.is_alive() and not worker.busy:
+            with contextlib.suppress(OSError):
+                worker.conn.send(("stop",))
+        await asyncio.to_thread(process.join, self._stop_timeout_s if not worker.busy else 0)
+        if process.is_alive():
+            process.terminate()
+            await asyncio.to_thread(process.join, 1.0)
+        if process.is_alive():
+            process.kill()
+            await asyncio.to_thread(process.join)
+        worker.finish(_describe_exit(process.exitcode))  # fails a call still waiting on it
+        worker.unwatch()
+        worker.conn.close()
+        process.close()
+        worker.stopped = True
+        if not worker.busy:
+            worker.free_buffers()
+
+    async def close(self) -> None:
+        """Stop the workers (killing those that do not stop in time); unlink shared memory."""
+        if self._closed and not self._inflight and not self._restarts:
+            return
+        self._closed = True
+        restarts = list(self._restarts.values())
+        for task in restarts:
+            task.cancel()
+        await asyncio.gather(*restarts, return_exceptions=True)
+        self._fail_waiters(WorkerFailed("the model's worker processes are shutting down", "closed"))
+        if self._inflight:
+            await asyncio.wait(list(self._inflight), timeout=self._stop_timeout_s)
+        workers = [w for w in self._workers if w is not None]
+        self._workers = [None] * self.slots
+        self._idle.clear()
+        await asyncio.gather(*(self._stop(w) for w in workers))
+        if self._inflight:
+            await asyncio.wait(list(self._inflight), timeout=1.0)
+        for worker in workers:
+            worker.free_buffers()
 
 
 def process_executor_factory(workers: int) -> ExecutorFactory:
-    """The registry hook for ``isolation: process``: start workers, return their signature."""
+    """An ``ExecutorFactory`` for the registry: starts a ``ProcessExecutor`` per version."""
 
-    async def start(runtime: str, artifact: Path, config: ModelConfig) -> tuple[Signature, Any]:
+    async def factory(
+        runtime: str, artifact: Path, config: ModelConfig
+    ) -> tuple[Signature, Executor]:
         executor = ProcessExecutor(runtime, artifact, config, workers)
         signature = await executor.start()
         return signature, executor
 
-    return start
+    return factory

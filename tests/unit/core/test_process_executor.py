@@ -3,18 +3,33 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import multiprocessing
 import os
+import pickle
 import signal
+import subprocess
+import sys
+import textwrap
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from modelport.core._process_worker import (
+    layout,
+    plain_signature,
+    read_slots,
+    signature_from_plain,
+    write_slots,
+)
 from modelport.core.process_executor import ProcessExecutor, process_executor_factory
 from modelport.core.runtime import ModelConfig
+from modelport.core.signature import ContentKind, Signature, Task, TensorSpec
 from modelport.errors import ConfigError, ModelFailed, WorkerFailed
 
+# x[0, 0] picks a behaviour: -1 raises, -2 hangs (after writing started-<pid>), -3 is slow.
 MODEL = """
 import os, time
 import numpy as np
@@ -23,24 +38,33 @@ class Model:
     signature = {
         "inputs": [{"name": "x", "dtype": "float32", "shape": [-1, 3]}],
         "outputs": [{"name": "y", "dtype": "float32", "shape": [-1, 3]},
-                    {"name": "tag", "dtype": "str", "shape": [-1]}],
+                    {"name": "pid", "dtype": "int64", "shape": [-1]},
+                    {"name": "name", "dtype": "str", "shape": [-1]},
+                    {"name": "tag", "dtype": "object", "shape": [-1]}],
     }
 
     def load(self, path):
+        if (path / "broken").exists():
+            raise RuntimeError("no weights here")
+        self.path = path
         (path / f"pid-{os.getpid()}").write_text("")
 
     def predict(self, inputs):
         x = inputs["x"]
-        if x.size and x.flat[0] == -1:
+        first = x.flat[0] if x.size else 0
+        if first == -1:
             raise ValueError("negative one is not allowed")
-        if x.size and x.flat[0] == -2:
+        if first == -2:
+            (self.path / f"started-{os.getpid()}").write_text("")
             time.sleep(30)
-        return {"y": x * 2, "tag": np.array(["ok"] * len(x), dtype=object)}
+        if first == -3:
+            time.sleep(0.05)
+        n = len(x)
+        return {"y": x * 2, "pid": np.full(n, os.getpid()),
+                "name": np.array(["ok"] * n), "tag": np.array([{"n": n}] * n, dtype=object)}
 """
 
-NUMERIC_ONLY = MODEL.replace(
-    ',\n                    {"name": "tag", "dtype": "str", "shape": [-1]}', ""
-).replace(', "tag": np.array(["ok"] * len(x), dtype=object)', "")
+ONES = {"x": np.ones((1, 3), dtype=np.float32)}
 
 
 def write_model(folder: Path, source: str = MODEL) -> Path:
@@ -49,53 +73,114 @@ def write_model(folder: Path, source: str = MODEL) -> Path:
     return path
 
 
-def shm_segments() -> set[str]:
-    return {p.name for p in Path("/dev/shm").iterdir() if p.name.startswith("psm_")}
+def segments() -> set[str]:
+    """This process's shared-memory segments (the executor names them mp<pid>_…)."""
+    shm = Path("/dev/shm")
+    prefix = f"mp{os.getpid()}_"
+    return {p.name for p in shm.iterdir() if p.name.startswith(prefix)} if shm.exists() else set()
 
 
+def value(x: float, rows: int = 1) -> dict[str, np.ndarray]:
+    return {"x": np.full((rows, 3), x, dtype=np.float32)}
+
+
+async def wait_for_file(folder: Path, pattern: str, timeout: float = 10) -> Path:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = sorted(folder.glob(pattern))
+        if found:
+            return found[0]
+        await asyncio.sleep(0.02)
+    raise TimeoutError(pattern)
+
+
+# ── pure pieces: no processes ───────────────────────────────────────────────────────────
+def test_layout_round_trips_every_kind_of_array() -> None:
+    arrays: dict[str, np.ndarray] = {
+        "strided": np.arange(24, dtype=np.float32).reshape(4, 6)[:, ::2],
+        "scalar": np.array(7, dtype=np.int64),
+        "text": np.array(["a", "bcd"]),
+        "big_endian": np.arange(3, dtype=">f8"),
+        "empty": np.zeros((0, 5), dtype=np.float64),
+        "objects": np.array([{"a": 1}, None], dtype=object),
+    }
+    slots, size = layout(arrays)
+    assert all(offset % 64 == 0 for _, _, _, offset in slots)
+    buf = memoryview(bytearray(size))
+    write_slots(buf, arrays, slots)
+    out = read_slots(buf, slots, copy=True)
+    for name, array in arrays.items():
+        assert out[name].dtype == array.dtype and out[name].shape == array.shape
+        assert out[name].tolist() == array.tolist()
+    assert [s[1] is None for s in slots] == [False] * 5 + [True]  # only objects are pickled
+
+
+def test_signature_crosses_as_plain_data() -> None:
+    signature = Signature(
+        inputs=(
+            TensorSpec(
+                "x",
+                "float64",
+                (-1, 2),
+                names=("a", "b"),
+                kind=ContentKind.TABLE,
+                allow_nonfinite=True,
+                value_range=(0.0, 1.0),
+            ),
+        ),
+        outputs=(TensorSpec("probabilities", "float32", (-1, 2), names=("no", "yes")),),
+        task=Task.CLASSIFICATION,
+        labels=("no", "yes"),
+    )
+    plain = plain_signature(signature)
+    assert b"modelport" not in pickle.dumps(plain)  # builtins only
+    assert signature_from_plain(plain) == signature
+
+
+# ── real worker processes ────────────────────────────────────────────────────────────────
 def test_round_trip_growth_and_concurrency(tmp_path: Path) -> None:
-    before = shm_segments()
-
     async def main() -> None:
         signature, executor = await process_executor_factory(2)(
-            "python", write_model(tmp_path, NUMERIC_ONLY), ModelConfig()
+            "python", write_model(tmp_path), ModelConfig()
         )
+        assert isinstance(executor, ProcessExecutor) and executor.slots == 2
         assert [s.name for s in signature.inputs] == ["x"]
+        assert len(executor.pids) == 2 and os.getpid() not in executor.pids
         small = {"x": np.arange(6, dtype=np.float32).reshape(2, 3)}
         out = await executor.run(small)
         assert out["y"].dtype == np.float32 and out["y"].tolist() == (small["x"] * 2).tolist()
-        big = {"x": np.ones((200_000, 3), dtype=np.float32)}  # 2.4 MB > the 1 MiB segments
+        assert out["name"].tolist() == ["ok", "ok"] and out["tag"].tolist() == [{"n": 2}] * 2
+        assert segments()  # the tensors did go through shared memory
+        big = value(1, rows=200_000)  # 2.4 MB in, 2.4 MB out: both 1 MiB buffers must grow
         out = await executor.run(big)
         assert out["y"].shape == (200_000, 3) and float(out["y"].sum()) == 1_200_000.0
         outs = await asyncio.gather(
-            *(executor.run({"x": np.full((4, 3), i, dtype=np.float32)}) for i in range(10))
+            *(executor.run(value(-3 if i % 2 else i, 4)) for i in range(10))
         )
-        assert [int(o["y"][0, 0]) for o in outs] == [2 * i for i in range(10)]
+        assert [o["y"][0, 0] for o in outs] == [-6 if i % 2 else 2 * i for i in range(10)]
+        assert {int(o["pid"][0]) for o in outs} == set(executor.pids)  # both workers served
         await executor.close()
+        await executor.close()  # twice is harmless
 
     asyncio.run(main())
-    assert shm_segments() <= before  # nothing leaked in /dev/shm
+    assert segments() == set()
+    assert multiprocessing.active_children() == []
 
 
-def test_object_outputs_fall_back_to_pickling(tmp_path: Path) -> None:
+def test_model_error_is_model_failed_and_worker_survives(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     async def main() -> None:
-        executor = ProcessExecutor("python", write_model(tmp_path), ModelConfig(), workers=1)
+        executor = ProcessExecutor("python", write_model(tmp_path), ModelConfig())
         await executor.start()
-        out = await executor.run({"x": np.zeros((3, 3), dtype=np.float32)})
-        assert out["tag"].tolist() == ["ok"] * 3
-        await executor.close()
-
-    asyncio.run(main())
-
-
-def test_model_error_is_model_failed_and_worker_survives(tmp_path: Path) -> None:
-    async def main() -> None:
-        executor = ProcessExecutor("python", write_model(tmp_path), ModelConfig(), workers=1)
-        await executor.start()
-        with pytest.raises(ModelFailed, match="ValueError") as info:
-            await executor.run({"x": np.full((1, 3), -1, dtype=np.float32)})
-        assert "negative one" not in str(info.value)  # the message stays in the log
-        out = await executor.run({"x": np.ones((1, 3), dtype=np.float32)})
+        with (
+            caplog.at_level(logging.ERROR, "modelport.process_executor"),
+            pytest.raises(ModelFailed, match="the model raised ValueError") as info,
+        ):
+            await executor.run(value(-1))
+        assert "negative one" not in str(info.value)  # callers get the class, the log the rest
+        assert "negative one is not allowed" in caplog.text and "Traceback" in caplog.text
+        out = await executor.run(ONES)
         assert out["y"].tolist() == [[2, 2, 2]]
         assert executor.restarts == 0
         await executor.close()
@@ -103,32 +188,141 @@ def test_model_error_is_model_failed_and_worker_survives(tmp_path: Path) -> None
     asyncio.run(main())
 
 
-def test_killed_worker_fails_fast_and_is_restarted(tmp_path: Path) -> None:
+def test_killed_worker_fails_its_call_fast_and_is_restarted(tmp_path: Path) -> None:
     async def main() -> None:
-        executor = ProcessExecutor("python", write_model(tmp_path), ModelConfig(), workers=1)
+        executor = ProcessExecutor("python", write_model(tmp_path), ModelConfig())
         await executor.start()
-        (pid_file,) = tmp_path.glob("pid-*")
-        pid = int(pid_file.name.split("-")[1])
-        call = asyncio.create_task(executor.run({"x": np.full((1, 3), -2, dtype=np.float32)}))
-        await asyncio.sleep(0.3)  # the worker is now inside predict (sleeping)
-        started = time.monotonic()
+        call = asyncio.create_task(executor.run(value(-2)))
+        started = await wait_for_file(tmp_path, "started-*")  # the worker is inside predict
+        pid = int(started.name.split("-")[1])
+        killed_at = time.monotonic()
         os.kill(pid, signal.SIGKILL)
-        with pytest.raises(WorkerFailed, match="died"):
+        with pytest.raises(WorkerFailed, match="killed by SIGKILL") as info:
             await asyncio.wait_for(call, 5)
-        assert time.monotonic() - started < 5
-        out = await asyncio.wait_for(executor.run({"x": np.ones((1, 3), dtype=np.float32)}), 60)
-        assert out["y"].tolist() == [[2, 2, 2]]
-        assert executor.restarts == 1
+        assert time.monotonic() - killed_at < 5
+        assert info.value.kind == "died"
+        out = await asyncio.wait_for(executor.run(ONES), 30)  # waits for the restart
+        assert out["y"].tolist() == [[2, 2, 2]] and int(out["pid"][0]) != pid
+        assert executor.restarts == 1 and pid not in executor.pids
         assert len(list(tmp_path.glob("pid-*"))) == 2  # a fresh process loaded the model
         await executor.close()
 
     asyncio.run(main())
+    assert segments() == set()
+
+
+def test_idle_worker_death_is_repaired_without_failing_a_call(tmp_path: Path) -> None:
+    async def main() -> None:
+        executor = ProcessExecutor("python", write_model(tmp_path), ModelConfig())
+        await executor.start()
+        (pid,) = executor.pids
+        os.kill(pid, signal.SIGKILL)
+        await asyncio.sleep(0.2)  # noticed through the process sentinel, not by a call
+        out = await asyncio.wait_for(executor.run(ONES), 30)
+        assert int(out["pid"][0]) != pid and executor.restarts == 1
+        await executor.close()
+
+    asyncio.run(main())
+
+
+def test_failing_restarts_fail_calls_fast_then_recover(tmp_path: Path) -> None:
+    async def main() -> None:
+        executor = ProcessExecutor("python", write_model(tmp_path), ModelConfig())
+        await executor.start()
+        (tmp_path / "broken").write_text("")
+        os.kill(executor.pids[0], signal.SIGKILL)
+        kinds: list[str] = []
+        while "restart_failed" not in kinds:
+            with pytest.raises(WorkerFailed) as info:
+                await asyncio.wait_for(executor.run(ONES), 10)  # never hangs
+            kinds.append(info.value.kind)
+            assert len(kinds) < 50
+        (tmp_path / "broken").unlink()
+        deadline = time.monotonic() + 20
+        while True:  # the back-off retries the restart (0.5 s, 1 s, …)
+            try:
+                out = await executor.run(ONES)
+                break
+            except WorkerFailed:
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.1)
+        assert out["y"].tolist() == [[2, 2, 2]] and executor.restarts == 1
+        await executor.close()
+
+    asyncio.run(main())
+    assert segments() == set()
+
+
+def test_close_kills_a_stuck_worker_and_fails_its_call(tmp_path: Path) -> None:
+    async def main() -> None:
+        executor = ProcessExecutor(
+            "python", write_model(tmp_path), ModelConfig(), stop_timeout_s=0.5
+        )
+        await executor.start()
+        call = asyncio.create_task(executor.run(value(-2)))
+        await wait_for_file(tmp_path, "started-*")
+        began = time.monotonic()
+        await executor.close()
+        assert time.monotonic() - began < 5
+        with pytest.raises(WorkerFailed):
+            await call
+        with pytest.raises(WorkerFailed, match="not running"):
+            await executor.run(ONES)
+
+    asyncio.run(main())
+    assert segments() == set()
+    assert multiprocessing.active_children() == []
 
 
 def test_load_failure_is_a_config_error(tmp_path: Path) -> None:
     async def main() -> None:
         path = write_model(tmp_path, "raise RuntimeError('no weights here')\n")
         with pytest.raises(ConfigError, match="no weights here"):
-            await process_executor_factory(1)("python", path, ModelConfig())
+            await process_executor_factory(2)("python", path, ModelConfig())
 
     asyncio.run(main())
+    assert segments() == set()
+    assert multiprocessing.active_children() == []
+
+
+def test_no_leaks_reported_when_the_process_exits(tmp_path: Path) -> None:
+    """resource_tracker complains at exit about segments nobody unlinked; it must stay quiet."""
+    write_model(tmp_path)
+    script = tmp_path / "run.py"
+    script.write_text(
+        textwrap.dedent(
+            f"""
+            import asyncio, os, signal
+            from pathlib import Path
+            import numpy as np
+            from modelport.core.process_executor import ProcessExecutor
+            from modelport.core.runtime import ModelConfig
+
+            async def main():
+                ex = ProcessExecutor("python", Path({str(tmp_path / "model.py")!r}),
+                                     ModelConfig(), workers=2)
+                await ex.start()
+                await ex.run({{"x": np.ones((100_000, 3), dtype=np.float32)}})
+                os.kill(ex.pids[0], signal.SIGKILL)
+                for _ in range(4):
+                    try:
+                        await ex.run({{"x": np.ones((2, 3), dtype=np.float32)}})
+                    except Exception:
+                        pass
+                await ex.close()
+
+            if __name__ == "__main__":
+                asyncio.run(main())
+                print("done")
+            """
+        )
+    )
+    result = subprocess.run(
+        [sys.executable, "-W", "error", str(script)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "done"
+    assert "leaked" not in result.stderr and "Traceback" not in result.stderr, result.stderr
