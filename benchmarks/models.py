@@ -65,8 +65,9 @@ def build_m1(directory: Path) -> ModelFiles:
     return files
 
 
-def _gemm_layer(idx: int, src: str, n_in: int, n_out: int, rng: np.random.Generator,
-                relu: bool) -> tuple[list[object], list[object], str]:
+def _gemm_layer(
+    idx: int, src: str, n_in: int, n_out: int, rng: np.random.Generator, relu: bool
+) -> tuple[list[object], list[object], str]:
     from onnx import helper, numpy_helper
 
     w = (rng.standard_normal((n_in, n_out)) * np.sqrt(2.0 / n_in)).astype(np.float32)

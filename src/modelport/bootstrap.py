@@ -58,4 +58,3 @@ def build(settings: Settings, *, demo_repository: Path | None = None) -> Service
     services.startup.append(gate.start)  # the usage flush loop
     services.shutdown.append(gate.stop)  # flushes usage and last-used times, closes stores
     return services
-

@@ -1,26 +1,26 @@
 """The modelport error tree. No HTTP in here: status codes live in ``api/errors.py``.
 
-    ModelportError                 code
-    ├── InvalidInput               invalid_input        the request does not fit the signature
-    │   └── EmptyBatch             empty_batch
-    │   └── BatchTooLarge          batch_too_large
-    ├── MalformedRequest           malformed_request    the body cannot be parsed at all
-    ├── UnsupportedMediaType       unsupported_media_type
-    ├── PayloadTooLarge            payload_too_large
-    ├── NotFound
-    │   ├── ModelNotFound          model_not_found
-    │   └── VersionNotFound        version_not_found
-    ├── ModelNotReady              model_not_ready
-    ├── Unauthenticated            unauthenticated
-    ├── Forbidden                  forbidden
-    ├── RateLimited                rate_limited         carries retry_after, RateLimit-* headers
-    │   └── QuotaExceeded          quota_exceeded       a per-period quota is used up
-    ├── Overloaded                 overloaded           queue full; carries retry_after
-    ├── DeadlineExceeded           deadline_exceeded
-    ├── WorkerFailed               worker_failed        a model worker died or raised; plain data
-    ├── ModelFailed                model_failed         the model's own code raised
-    ├── ConfigError                config_error         bad settings, model.yaml or artifact
-    └── MissingExtra               missing_extra        an optional dependency is not installed
+ModelportError                 code
+├── InvalidInput               invalid_input        the request does not fit the signature
+│   └── EmptyBatch             empty_batch
+│   └── BatchTooLarge          batch_too_large
+├── MalformedRequest           malformed_request    the body cannot be parsed at all
+├── UnsupportedMediaType       unsupported_media_type
+├── PayloadTooLarge            payload_too_large
+├── NotFound
+│   ├── ModelNotFound          model_not_found
+│   └── VersionNotFound        version_not_found
+├── ModelNotReady              model_not_ready
+├── Unauthenticated            unauthenticated
+├── Forbidden                  forbidden
+├── RateLimited                rate_limited         carries retry_after, RateLimit-* headers
+│   └── QuotaExceeded          quota_exceeded       a per-period quota is used up
+├── Overloaded                 overloaded           queue full; carries retry_after
+├── DeadlineExceeded           deadline_exceeded
+├── WorkerFailed               worker_failed        a model worker died or raised; plain data
+├── ModelFailed                model_failed         the model's own code raised
+├── ConfigError                config_error         bad settings, model.yaml or artifact
+└── MissingExtra               missing_extra        an optional dependency is not installed
 """
 
 from __future__ import annotations

@@ -19,10 +19,18 @@ BODY = b'{"inputs": [[1, 2, 3]]}'
 
 def scope(path: str = "/v1/models/m/predict", method: str = "POST") -> dict[str, Any]:
     return {
-        "type": "http", "method": method, "path": path, "query_string": b"", "root_path": "",
-        "headers": [(b"content-type", b"application/json"),
-                    (b"content-length", str(len(BODY)).encode())],
-        "http_version": "1.1", "scheme": "http", "server": ("127.0.0.1", 8000),
+        "type": "http",
+        "method": method,
+        "path": path,
+        "query_string": b"",
+        "root_path": "",
+        "headers": [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(BODY)).encode()),
+        ],
+        "http_version": "1.1",
+        "scheme": "http",
+        "server": ("127.0.0.1", 8000),
         "client": ("127.0.0.1", 40000),
     }
 
@@ -60,8 +68,9 @@ def test_a_client_that_disconnects_while_queued_is_dropped_before_inference(tmp_
         return {"y": inputs["x"]}
 
     model = FakeModel(gated)
-    services = build_test_services({"m": model}, settings={"executors": {"mode": "thread"}},
-                                   data_dir=tmp_path)
+    services = build_test_services(
+        {"m": model}, settings={"executors": {"mode": "thread"}}, data_dir=tmp_path
+    )
     app = create_app(services)
 
     async def main() -> None:

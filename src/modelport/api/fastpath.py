@@ -126,8 +126,13 @@ class PredictFastPath:
             await _send(send, 500, body, [_JSON_HEADER])
 
     async def _run(
-        self, receive: Receive, name: str, version: str | None, inputs: Any,
-        timeout: float | None, served: Any,
+        self,
+        receive: Receive,
+        name: str,
+        version: str | None,
+        inputs: Any,
+        timeout: float | None,
+        served: Any,
     ) -> Any:
         """Predict, but give up (and leave the batch queue) if the client disconnects."""
         task = asyncio.current_task()

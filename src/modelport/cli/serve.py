@@ -32,12 +32,17 @@ from modelport.errors import ModelportError
 )
 @click.option("--max-queue", type=int, help="Queued requests per model before 503 [4096].")
 @click.option("--threads", type=int, help="Inference threads per model version [1].")
-@click.option("--executor", type=click.Choice(["auto", "thread", "inline"]),
-              help="Where predict runs [auto: a thread when the runtime releases the GIL "
-              "(ONNX), else on the event loop].")
-@click.option("--workers", type=int,
-              help="HTTP worker processes sharing the port; each loads its own copy of the "
-              "models [1].")
+@click.option(
+    "--executor",
+    type=click.Choice(["auto", "thread", "inline"]),
+    help="Where predict runs [auto: a thread when the runtime releases the GIL "
+    "(ONNX), else on the event loop].",
+)
+@click.option(
+    "--workers",
+    type=int,
+    help="HTTP worker processes sharing the port; each loads its own copy of the models [1].",
+)
 @security_options  # security (issue 4)
 @click.pass_context
 def serve(

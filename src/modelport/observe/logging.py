@@ -26,7 +26,8 @@ class JsonFormatter(logging.Formatter):
 def configure(level: str = "info", json_logs: bool = False) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(
-        JsonFormatter() if json_logs
+        JsonFormatter()
+        if json_logs
         else logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%H:%M:%S")
     )
     root = logging.getLogger()

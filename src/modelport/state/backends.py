@@ -1,9 +1,9 @@
 """Open the configured backends: ``settings.state`` → stores and counters.
 
-    url None / sqlite:///path   SQLite (default: ``<data_dir>/state.db``)
-    postgresql://...            PostgreSQL, tables in schema ``postgres_schema``
-    memory:                     in-memory (tests; nothing survives, nothing is shared)
-    redis_url                   shared counters in Redis; else counters in this process
+url None / sqlite:///path   SQLite (default: ``<data_dir>/state.db``)
+postgresql://...            PostgreSQL, tables in schema ``postgres_schema``
+memory:                     in-memory (tests; nothing survives, nothing is shared)
+redis_url                   shared counters in Redis; else counters in this process
 """
 
 from __future__ import annotations

@@ -1,0 +1,194 @@
+"""Markdown for the run: environment, tables, ratios, targets; and the docs page update."""
+
+from __future__ import annotations
+
+import re
+import statistics
+from collections.abc import Iterable
+from pathlib import Path
+
+from results import HttpRow, Results, Target
+
+SERVER_LABELS = {
+    "noop-uvicorn": "(b) no-op, uvicorn",
+    "noop-granian": "(b) no-op, granian",
+    "fastapi": "(c) FastAPI tutorial",
+    "modelport": "(d) modelport",
+}
+
+DOC_HEADER = """# Benchmarks
+
+`benchmarks/run.py` measures, interleaved in one run and on the same model files:
+
+- **(a) in-process limit**: the model called directly (no HTTP) at batch sizes 1, 8, 32, 128;
+  rows/s is the median of several timed loops. onnxruntime gets one intra-op thread per
+  allowed CPU.
+- **(b) transport ceiling**: a raw ASGI app that reads the body and returns a constant JSON
+  body, on uvicorn (uvloop + httptools) and on granian; (b) is the faster of the two in
+  each cell.
+- **(c) tutorial FastAPI app**: pydantic body, sync `def` endpoint, `predict_proba` /
+  `session.run` per request, one uvicorn worker (`benchmarks/baselines/fastapi_app.py`).
+- **(d) modelport**: `modelport serve MODEL --port P --data-dir TMP --log-level warning`,
+  default settings, native body `{"inputs": [[...]]}`.
+
+Models: **M1** = scikit-learn `StandardScaler` + `LogisticRegression` on iris (string labels,
+`m1_iris.joblib`); **M2** = ONNX MLP 256 → 4 x 1024 (ReLU) → 10, float32, opset 17
+(`m2_mlp.onnx`). Both are rebuilt by `benchmarks/models.py`; every request carries one row.
+
+Load: `wrk -t1 -cC --latency` on 127.0.0.1, closed loop, at 1, 16 and 64 connections; each
+server is started fresh, checked with one request, warmed up, then measured. Servers are
+rotated inside each connection-count block so slow drift hits all of them alike.
+**pinned**: server (and (a)) on CPU 0 (`taskset -c 0`), wrk on CPU 1; after start-up every
+thread of the server's process tree is put back on CPU 0 (onnxruntime's default thread pool
+otherwise moves its worker to another core), and the table notes how many had escaped.
+**unpinned**: nothing pinned. Errors = wrk socket errors (connect, read, write, timeout) +
+responses with status >= 400 (wrk's own count); every run first checks that the endpoint
+answers 200.
+
+Run it:
+
+```
+.venv/bin/python benchmarks/run.py                # full: about 12 minutes
+.venv/bin/python benchmarks/run.py --quick --modes unpinned --connections 1 --models m1
+```
+
+Each run replaces its own section below (keyed by its label) and writes
+`benchmarks/results/<timestamp>.json`.
+"""
+
+NOISY_CPUS = 0.15
+BEGIN = "<!-- BEGIN RUN {label} -->"
+END = "<!-- END RUN {label} -->"
+
+
+def _num(value: float | None, fmt: str) -> str:
+    return "—" if value is None else format(value, fmt)
+
+
+def _ratio(value: float | None) -> str:
+    if value is None:
+        return "—"
+    return format(value, ".2f" if value >= 0.1 else ".4f")
+
+
+def _table(head: list[str], rows: Iterable[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in r) + " |" for r in rows]
+    return lines
+
+
+def _notes(escaped: int | None, background: float | None) -> str:
+    notes = []
+    if escaped:
+        notes.append(f"{escaped} thread(s) re-pinned")
+    if background is not None and background >= NOISY_CPUS:
+        notes.append(f"noisy: {background:.2f} CPU busy elsewhere")
+    return "; ".join(notes)
+
+
+def _http_cells(r: HttpRow) -> list[str]:
+    if r.error is not None:
+        return ["—", "—", "—", "—", f"error: {r.error[:160]}"]
+    note = _notes(r.escaped_threads, r.background_cpu)
+    return [_num(r.rps, ",.0f"), _num(r.p50_ms, ".2f"), _num(r.p99_ms, ".2f"), str(r.errors), note]
+
+
+def http_table(res: Results, mode: str) -> list[str]:
+    rows = []
+    for r in res.http:
+        if r.mode == mode:
+            label = SERVER_LABELS.get(r.server, r.server)
+            rows.append([r.model, str(r.connections), label, *_http_cells(r)])
+    head = ["model", "conns", "server", "req/s", "p50 ms", "p99 ms", "errors", "note"]
+    return _table(head, rows)
+
+
+def inproc_table(res: Results) -> list[str]:
+    rows = []
+    for r in res.inproc:
+        if r.error is not None:
+            rows.append([r.mode, r.model, str(r.batch), "—", "—", f"error: {r.error[:160]}"])
+        else:
+            rows.append(
+                [
+                    r.mode,
+                    r.model,
+                    str(r.batch),
+                    _num(r.rows_per_s, ",.0f"),
+                    _num(r.us_per_call, ",.1f"),
+                    "",
+                ]
+            )
+    return _table(["mode", "model", "batch", "rows/s", "µs/call", "note"], rows)
+
+
+def ratio_table(res: Results, modes: list[str], models: list[str], conns: list[int]) -> list[str]:
+    rows = []
+    for mode in modes:
+        for model in models:
+            for c in conns:
+                ratios = res.ratios(mode, model, c)
+                b = res.transport(mode, model, c)
+                rows.append(
+                    [
+                        mode,
+                        model,
+                        str(c),
+                        *(_ratio(v) for v in ratios.values()),
+                        b.server if b else "—",
+                    ]
+                )
+    head = ["mode", "model", "conns", "modelport/(c)", "modelport/(b)", "modelport/(a)", "(b) from"]
+    return _table(head, rows)
+
+
+def noise_line(res: Results) -> str:
+    loads = [r.background_cpu for r in res.http if r.background_cpu is not None]
+    if not loads:
+        return "Background CPU: not measured."
+    noisy = sum(v >= NOISY_CPUS for v in loads)
+    return (
+        f"Background CPU (other processes) during the HTTP runs: median "
+        f"{statistics.median(loads):.2f}, max {max(loads):.2f} CPUs; {noisy} of "
+        f"{len(loads)} runs at or above {NOISY_CPUS} CPU are marked noisy."
+    )
+
+
+def target_lines(targets: list[Target]) -> list[str]:
+    return [f"- **{t.verdict}** {t.name}: {t.measured} (target {t.wanted})" for t in targets]
+
+
+def section(
+    label: str,
+    meta: dict[str, str],
+    res: Results,
+    modes: list[str],
+    models: list[str],
+    conns: list[int],
+    targets: list[Target],
+) -> str:
+    lines = [BEGIN.format(label=label), f"## Run `{label}`: {meta['date']}", ""]
+    lines += [f"Command: `{meta['command']}`", ""]
+    lines += [f"- {key}: {value}" for key, value in meta.items() if key not in ("date", "command")]
+    lines += ["", noise_line(res), "", "### (a) in-process", "", *inproc_table(res)]
+    for mode in modes:
+        lines += ["", f"### HTTP, {mode}", "", *http_table(res, mode)]
+    lines += ["", "### Ratios (req/s over req/s; (a) = best in-process rows/s)", ""]
+    lines += ratio_table(res, modes, models, conns)
+    lines += ["", "### Targets", "", *target_lines(targets), "", END.format(label=label)]
+    return "\n".join(lines) + "\n"
+
+
+def write_doc(path: Path, label: str, text: str) -> None:
+    """Replace this label's section in ``path`` (or append it); create the page if needed."""
+    doc = path.read_text() if path.exists() else DOC_HEADER
+    pattern = re.compile(
+        re.escape(BEGIN.format(label=label)) + r".*?" + re.escape(END.format(label=label)) + r"\n?",
+        re.DOTALL,
+    )
+    if pattern.search(doc):
+        doc = pattern.sub(lambda _: text, doc)
+    else:
+        doc = doc.rstrip("\n") + "\n\n" + text
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(doc)

@@ -1,0 +1,223 @@
+"""Start, check and stop the servers under test, each as a subprocess on 127.0.0.1."""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from models import ModelFiles
+
+BENCH_DIR = Path(__file__).resolve().parent
+VENV_BIN = Path(sys.executable).parent
+SERVER_NAMES = ("noop-uvicorn", "noop-granian", "fastapi", "modelport")  # rotation order
+SERVER_ALIASES = {"noop": ("noop-uvicorn", "noop-granian")}
+READY_TIMEOUT_S = 90.0
+
+
+class ServerError(RuntimeError):
+    """The server could not be started or did not answer correctly."""
+
+
+@dataclass(frozen=True)
+class ServerSpec:
+    """How to run one server for one model."""
+
+    name: str
+    argv: list[str]
+    path: str
+    body: Path
+    env: dict[str, str] = field(default_factory=dict)
+    ready_path: str | None = None
+    data_dir: Path | None = None
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _noop_uvicorn(model: ModelFiles, port: int) -> ServerSpec:
+    argv = [
+        str(VENV_BIN / "uvicorn"),
+        "baselines.noop_asgi:app",
+        "--port",
+        str(port),
+        "--loop",
+        "uvloop",
+        "--http",
+        "httptools",
+        "--no-access-log",
+        "--log-level",
+        "warning",
+    ]
+    return ServerSpec("noop-uvicorn", argv, "/predict", model.native_body)
+
+
+def _noop_granian(model: ModelFiles, port: int) -> ServerSpec:
+    argv = [
+        str(VENV_BIN / "granian"),
+        "--interface",
+        "asgi",
+        "--http",
+        "1",
+        "--port",
+        str(port),
+        "--log-level",
+        "warning",
+        "--no-access-log",
+        "baselines.noop_asgi:app",
+    ]
+    return ServerSpec("noop-granian", argv, "/predict", model.native_body)
+
+
+def _fastapi(model: ModelFiles, port: int) -> ServerSpec:
+    argv = [
+        str(VENV_BIN / "uvicorn"),
+        "baselines.fastapi_app:app",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+        "--log-level",
+        "warning",
+    ]
+    return ServerSpec(
+        "fastapi",
+        argv,
+        "/predict",
+        model.fastapi_body,
+        env={"BENCH_MODEL": str(model.model)},
+        ready_path="/healthz",
+    )
+
+
+def _modelport(model: ModelFiles, port: int, extra: list[str]) -> ServerSpec:
+    exe = VENV_BIN / "modelport"
+    if not exe.exists():
+        raise ServerError(f"modelport CLI not found at {exe}")
+    data_dir = Path(tempfile.mkdtemp(prefix="modelport-", dir=model.model.parent))
+    argv = [
+        str(exe),
+        "serve",
+        str(model.model),
+        "--port",
+        str(port),
+        "--data-dir",
+        str(data_dir),
+        "--log-level",
+        "warning",
+        *extra,
+    ]
+    return ServerSpec(
+        "modelport",
+        argv,
+        f"/v1/models/{model.stem}/predict",
+        model.native_body,
+        ready_path="/readyz",
+        data_dir=data_dir,
+    )
+
+
+BUILDERS = {"noop-uvicorn": _noop_uvicorn, "noop-granian": _noop_granian, "fastapi": _fastapi}
+
+
+def spec_for(name: str, model: ModelFiles, port: int, modelport_args: list[str]) -> ServerSpec:
+    """The server ``name`` for ``model``; ``modelport_args`` are appended to modelport's."""
+    if name == "modelport":
+        return _modelport(model, port, modelport_args)
+    return BUILDERS[name](model, port)
+
+
+class RunningServer:
+    """A started server process (its own process group) with its log file."""
+
+    def __init__(self, spec: ServerSpec, port: int, cpu_prefix: list[str], log: Path) -> None:
+        self.spec = spec
+        self.port = port
+        self.log = log
+        env = os.environ | spec.env
+        with log.open("wb") as out:
+            self.proc = subprocess.Popen(
+                cpu_prefix + spec.argv,
+                cwd=BENCH_DIR,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}{self.spec.path}"
+
+    def log_tail(self, lines: int = 8) -> str:
+        try:
+            text = self.log.read_text(errors="replace").strip().splitlines()
+        except OSError:
+            return ""
+        return " | ".join(text[-lines:])
+
+    def _request(self, method: str, path: str, body: bytes | None) -> tuple[int, bytes]:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        try:
+            headers = {"Content-Type": "application/json"} if body is not None else {}
+            conn.request(method, path, body=body, headers=headers)
+            response = conn.getresponse()
+            return response.status, response.read()
+        finally:
+            conn.close()
+
+    def _answers(self) -> bool:
+        if self.spec.ready_path:
+            status, _ = self._request("GET", self.spec.ready_path, None)
+        else:
+            status, _ = self._request("POST", self.spec.path, self.spec.body.read_bytes())
+        return status == 200
+
+    def wait_ready(self, timeout: float = READY_TIMEOUT_S) -> float:
+        """Poll until the server answers; return the seconds it took."""
+        start = time.monotonic()
+        while time.monotonic() - start < timeout:
+            if self.proc.poll() is not None:
+                raise ServerError(f"exited with {self.proc.returncode}: {self.log_tail()}")
+            try:
+                if self._answers():
+                    return time.monotonic() - start
+            except OSError:
+                pass
+            time.sleep(0.1)
+        raise ServerError(f"not ready after {timeout:.0f} s: {self.log_tail()}")
+
+    def check_predict(self) -> None:
+        """One request with the benchmark body must answer 200 with a JSON body."""
+        status, payload = self._request("POST", self.spec.path, self.spec.body.read_bytes())
+        if status != 200:
+            raise ServerError(f"POST {self.spec.path} -> {status}: {payload[:300]!r}")
+        json.loads(payload)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self._signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self._signal(signal.SIGKILL)
+                self.proc.wait(timeout=15)
+        if self.spec.data_dir is not None:
+            shutil.rmtree(self.spec.data_dir, ignore_errors=True)
+
+    def _signal(self, sig: signal.Signals) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, sig)
