@@ -95,6 +95,33 @@ def test_a_client_that_disconnects_while_queued_is_dropped_before_inference(tmp_
     asyncio.run(main())
 
 
+def test_a_quick_request_starts_no_disconnect_watcher(tmp_path: Path, monkeypatch: Any) -> None:
+    """The watch task costs as much as the rest of the request; only waiting requests pay."""
+    from modelport.api import fastpath
+
+    started: list[object] = []
+    real = fastpath._disconnected
+
+    async def counting(receive: Any) -> None:
+        started.append(receive)
+        await real(receive)
+
+    monkeypatch.setattr(fastpath, "_disconnected", counting)
+    services = build_test_services({"m": FakeModel()}, data_dir=tmp_path)
+    app = create_app(services)
+
+    async def main() -> None:
+        await services.registry.load_all()
+        client = Client()
+        await app(scope(), client.receive, client.send)
+        assert client.status == 200
+        await asyncio.sleep(2 * fastpath.WATCH_AFTER_S)  # a leaked timer would fire now
+        assert started == []
+        await services.registry.close()
+
+    asyncio.run(main())
+
+
 def test_non_post_on_a_predict_path_is_405(tmp_path: Path) -> None:
     app = create_app(build_test_services({"m": FakeModel()}, data_dir=tmp_path))
     client = Client()

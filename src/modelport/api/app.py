@@ -11,10 +11,11 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp
 
+from modelport.api import gc_policy
 from modelport.api.errors import handle_http_exception, handle_modelport_error, handle_unexpected
 from modelport.api.fastpath import PredictFastPath
-from modelport.api.hardening import hardening_middleware  # security (issue 4)
-from modelport.api.middleware import BodyLimitMiddleware, RequestIdMiddleware
+from modelport.api.hardening import cors_middleware, response_headers  # security (issue 4)
+from modelport.api.middleware import EdgeMiddleware
 from modelport.api.routes import admin, docs, native, ops, v2
 from modelport.api.services import Services
 from modelport.errors import ModelportError
@@ -25,8 +26,9 @@ log = logging.getLogger("modelport.api")
 def create_app(services: Services) -> ASGIApp:
     """Build the ASGI app. Models load in the background after start-up (see ``/readyz``).
 
-    Outside in: request id → body limit → extra middleware (security) → the predict fast
-    path → the Starlette app with every other route, its exception handlers and lifespan.
+    Outside in: the edge (request id, body limit, security headers) → CORS if configured →
+    extra middleware → the security gate → the predict fast path → the Starlette app with
+    every other route, its exception handlers and lifespan.
     """
     routes = [
         *ops.routes(services),
@@ -37,13 +39,20 @@ def create_app(services: Services) -> ASGIApp:
         *(admin.routes(services.security) if services.security is not None else []),
     ]
 
+    async def load_all() -> None:
+        await services.registry.load_all()
+        if services.tune_gc:
+            gc_policy.freeze()  # what is alive now lives as long as the process
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        if services.tune_gc:
+            gc_policy.raise_thresholds()
         for start in services.startup:
             await start()
         if not services.load_in_background:
-            await services.registry.load_all()  # accept connections only once loaded
-        loading = asyncio.create_task(services.registry.load_all(), name="load-models")
+            await load_all()  # accept connections only once loaded
+        loading = asyncio.create_task(load_all(), name="load-models")
         try:
             yield
         finally:
@@ -69,9 +78,12 @@ def create_app(services: Services) -> ASGIApp:
         app = services.security.middleware(app)
     for middleware in reversed(services.extras.get("middleware", [])):
         app = middleware.cls(app, *middleware.args, **middleware.kwargs)
-    app = BodyLimitMiddleware(app, limit=services.settings.server.body_limit_bytes)
-    app = RequestIdMiddleware(app)
-    # security (issue 4): security headers and CORS, outermost so every answer gets them
-    for layer in reversed(hardening_middleware(services.settings.security)):
+    # security (issue 4): CORS answers preflights before the gate asks for credentials
+    for layer in reversed(cors_middleware(services.settings.security)):
         app = layer.cls(app, *layer.args, **layer.kwargs)
-    return app
+    # outermost: request id, body limit and security headers, so every answer gets them
+    return EdgeMiddleware(
+        app,
+        body_limit=services.settings.server.body_limit_bytes,
+        headers=response_headers(services.settings.security),
+    )

@@ -26,6 +26,7 @@ log = logging.getLogger("modelport.api")
 _PREDICT_PATH = re.compile(r"^/v1/models/([^/]+)(?:/versions/([^/]+))?/predict$")
 _JSON_TYPES = (b"application/json", b"application/x-www-form-urlencoded", b"text/json")
 _JSON_HEADER = (b"content-type", b"application/json")
+WATCH_AFTER_S = 0.02  # how long a request waits before we watch for its client leaving
 
 
 def check_content_type(value: bytes | None) -> None:
@@ -134,11 +135,17 @@ class PredictFastPath:
         timeout: float | None,
         served: Any,
     ) -> Any:
-        """Predict, but give up (and leave the batch queue) if the client disconnects."""
+        """Predict, but give up (and leave the batch queue) if the client disconnects.
+
+        Watching for a disconnect takes a task per request, which costs as much as the rest
+        of the request path; so the watch starts only once a request has waited
+        ``WATCH_AFTER_S``. Requests answered sooner (nearly all) never pay for it; one that
+        queues longer behind a busy model is still dropped when its client goes away.
+        """
         task = asyncio.current_task()
         assert task is not None
-        watch = asyncio.ensure_future(_disconnected(receive))
         gone = False
+        watch: asyncio.Future[None] | None = None
 
         def on_disconnect(fut: asyncio.Future[None]) -> None:
             nonlocal gone
@@ -146,7 +153,12 @@ class PredictFastPath:
                 gone = True
                 task.cancel()
 
-        watch.add_done_callback(on_disconnect)
+        def start_watch() -> None:
+            nonlocal watch
+            watch = asyncio.ensure_future(_disconnected(receive))
+            watch.add_done_callback(on_disconnect)
+
+        timer = asyncio.get_running_loop().call_later(WATCH_AFTER_S, start_watch)
         try:
             return await self.service.predict(
                 name, version, inputs, timeout_s=timeout, served=served
@@ -156,7 +168,9 @@ class PredictFastPath:
                 return None
             raise
         finally:
-            watch.cancel()
+            timer.cancel()
+            if watch is not None:
+                watch.cancel()
 
 
 async def _disconnected(receive: Receive) -> None:

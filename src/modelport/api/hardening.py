@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from modelport.settings import SecuritySettings
 
@@ -25,50 +24,51 @@ _CSP_PAGE = (
 _NO_STORE = (b"cache-control", b"no-store")
 
 
-class SecurityHeadersMiddleware:
-    """Adds the headers above (and HSTS over TLS; ``no-store`` on admin answers)."""
+class ResponseHeaders:
+    """The headers above for one response (plus HSTS over TLS, ``no-store`` on admin
+    answers), worked out in one pass over the headers the app set. Applied by the outermost
+    layer (``api.middleware.EdgeMiddleware``) so that every answer gets them."""
 
-    def __init__(self, app: ASGIApp, hsts_max_age_s: int = 31_536_000) -> None:
-        self.app = app
+    def __init__(self, hsts_max_age_s: int = 31_536_000) -> None:
         self._hsts = (
             (b"strict-transport-security", f"max-age={hsts_max_age_s}".encode())
             if hsts_max_age_s > 0
             else None
         )
+        self._names = frozenset(k for k, _ in _ALWAYS) | {b"content-security-policy"}
+        self._api = [*_ALWAYS, _CSP_API]  # the common case, built once
+        self._page = [*_ALWAYS, _CSP_PAGE]
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        tls = scope.get("scheme") == "https"
-        admin = scope["path"].startswith("/admin")
-
-        async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                headers = list(message.get("headers", []))
-                present = {k.lower() for k, _ in headers}
-                extra = [h for h in _ALWAYS if h[0] not in present]
-                if b"content-security-policy" not in present:
-                    html = any(
-                        k.lower() == b"content-type" and v.startswith(b"text/html")
-                        for k, v in headers
-                    )
-                    extra.append(_CSP_PAGE if html else _CSP_API)
-                if tls and self._hsts is not None:
-                    extra.append(self._hsts)
-                if admin and b"cache-control" not in present:
-                    extra.append(_NO_STORE)
-                message["headers"] = headers + extra
-            await send(message)
-
-        await self.app(scope, receive, send_with_headers)
+    def extra(
+        self, headers: list[tuple[bytes, bytes]], tls: bool, admin: bool
+    ) -> list[tuple[bytes, bytes]]:
+        """The headers to add to a response that already carries ``headers``."""
+        present: set[bytes] = set()
+        html = False
+        for key, value in headers:
+            key = key.lower()
+            present.add(key)
+            if key == b"content-type" and value.startswith(b"text/html"):
+                html = True
+        extra = self._page if html else self._api
+        if not present.isdisjoint(self._names):  # the app set some itself: keep its values
+            extra = [h for h in extra if h[0] not in present]
+        if tls and self._hsts is not None:
+            extra = [*extra, self._hsts]
+        if admin and b"cache-control" not in present:
+            extra = [*extra, _NO_STORE]
+        return extra
 
 
-def hardening_middleware(security: SecuritySettings) -> list[Middleware]:
-    """The hardening layers for ``security``, outermost first."""
+def response_headers(security: SecuritySettings) -> ResponseHeaders | None:
+    if not security.security_headers:
+        return None
+    return ResponseHeaders(security.hsts_max_age_s)
+
+
+def cors_middleware(security: SecuritySettings) -> list[Middleware]:
+    """The CORS layer, when ``security.cors_origins`` allows any origin."""
     layers: list[Middleware] = []
-    if security.security_headers:
-        layers.append(Middleware(SecurityHeadersMiddleware, hsts_max_age_s=security.hsts_max_age_s))
     if security.cors_origins:
         layers.append(
             Middleware(

@@ -1,4 +1,4 @@
-"""Pure-ASGI middleware: request id and body-size limit (no BaseHTTPMiddleware on the hot path)."""
+"""Pure-ASGI middleware at the edge: request id, body-size limit, security headers."""
 
 from __future__ import annotations
 
@@ -10,16 +10,30 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from modelport.api.errors import error_response
+from modelport.api.hardening import ResponseHeaders
 from modelport.errors import PayloadTooLarge
 
 _VALID_ID = re.compile(rb"^[A-Za-z0-9._:-]{1,64}$")
 
 
-class RequestIdMiddleware:
-    """Takes a sane ``X-Request-Id`` from the client or makes one; echoes it on the response."""
+class EdgeMiddleware:
+    """The outermost layer, one pass per request for what every request needs:
 
-    def __init__(self, app: ASGIApp) -> None:
+    - a request id: a sane ``X-Request-Id`` from the client, or ``<random prefix>-<counter>``;
+      put in ``scope["state"]["request_id"]`` and echoed on the response;
+    - the body-size limit: 413 from ``Content-Length`` before anything is read, or counted
+      as a chunked body streams in;
+    - the security headers of ``api.hardening.ResponseHeaders`` on every response, error
+      answers from inner layers included (``headers=None`` turns them off).
+
+    One layer rather than three because each layer's ``send`` wrapper costs about as much as
+    the work it does (docs/benchmarks.md).
+    """
+
+    def __init__(self, app: ASGIApp, *, body_limit: int, headers: ResponseHeaders | None) -> None:
         self.app = app
+        self.body_limit = body_limit
+        self.headers = headers
         self._prefix = os.urandom(4).hex()
         self._counter = itertools.count(1)
 
@@ -28,66 +42,53 @@ class RequestIdMiddleware:
             await self.app(scope, receive, send)
             return
         rid: bytes | None = None
+        length: int | None = -1
         for key, value in scope["headers"]:
             if key == b"x-request-id":
-                if _VALID_ID.match(value):
+                if rid is None and _VALID_ID.match(value):
                     rid = value
-                break
-        if rid is None:
-            rid = f"{self._prefix}-{next(self._counter):x}".encode()
-        scope.setdefault("state", {})["request_id"] = rid.decode()
-        header = (b"x-request-id", rid)
-
-        async def send_with_id(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", []), header]
-            await send(message)
-
-        await self.app(scope, receive, send_with_id)
-
-
-class BodyLimitMiddleware:
-    """Refuses bodies over ``limit`` bytes with 413, without reading them into memory."""
-
-    def __init__(self, app: ASGIApp, limit: int) -> None:
-        self.app = app
-        self.limit = limit
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        length: int | None = None
-        for key, value in scope["headers"]:
-            if key == b"content-length":
+            elif key == b"content-length" and length == -1:
                 try:
                     length = int(value)
                 except ValueError:
                     length = None
-                break
-        if length is not None:
-            if length > self.limit:
-                response = error_response(
-                    Request(scope),
-                    413,
-                    PayloadTooLarge.code,
-                    f"the body is {length} bytes; the limit is {self.limit}",
-                )
-                await response(scope, receive, send)
-                return
-            await self.app(scope, receive, send)
+        if rid is None:
+            rid = f"{self._prefix}-{next(self._counter):x}".encode()
+        scope.setdefault("state", {})["request_id"] = rid.decode()
+        id_header = (b"x-request-id", rid)
+        policy = self.headers
+        tls = scope.get("scheme") == "https"
+        admin = scope["path"].startswith("/admin")
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", ()))
+                if policy is not None:
+                    headers += policy.extra(headers, tls, admin)
+                headers.append(id_header)
+                message["headers"] = headers
+            await send(message)
+
+        if length is not None and length > self.body_limit:
+            message = f"the body is {length} bytes; the limit is {self.body_limit}"
+            response = error_response(Request(scope), 413, PayloadTooLarge.code, message)
+            await response(scope, receive, send_with_headers)
             return
-        # no Content-Length (chunked): count as it streams in
-        received = 0
-        limit = self.limit
+        if length is None or length < 0:  # no usable Content-Length (chunked): count
+            receive = _counting(receive, self.body_limit)
+        await self.app(scope, receive, send_with_headers)
 
-        async def counting_receive() -> Message:
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > limit:
-                    raise PayloadTooLarge(f"the body exceeds the limit of {limit} bytes")
-            return message
 
-        await self.app(scope, counting_receive, send)
+def _counting(receive: Receive, limit: int) -> Receive:
+    received = 0
+
+    async def counting_receive() -> Message:
+        nonlocal received
+        message = await receive()
+        if message["type"] == "http.request":
+            received += len(message.get("body", b""))
+            if received > limit:
+                raise PayloadTooLarge(f"the body exceeds the limit of {limit} bytes")
+        return message
+
+    return counting_receive

@@ -20,6 +20,7 @@ Routes find the caller in ``request.state.principal``; a predict route may set
 from __future__ import annotations
 
 import asyncio
+import functools
 import re
 import time
 from collections.abc import Callable
@@ -54,6 +55,7 @@ _PREDICT = re.compile(r"^/v[12]/models/([^/]+)(?:/versions/[^/]+)?/(?:predict|in
 _PUBLIC_ALWAYS = ("/v2/health/live", "/v2/health/ready")
 _MODEL_FROM_BODY = ("/v1/embeddings",)
 _PEEK_LIMIT = 1 << 20
+_ACCESS_CACHE_SIZE = 1024  # distinct (method, path) pairs remembered by the middleware
 
 
 @dataclass(frozen=True)
@@ -67,14 +69,24 @@ class Access:
     model_from_body: bool = False
 
 
+_PUBLIC = Access(public=True)
+
+
+@functools.lru_cache(maxsize=8)
+def _public_rule(public_paths: tuple[str, ...]) -> tuple[frozenset[str], tuple[str, ...]]:
+    """Exact public paths, and the prefixes under which everything is public."""
+    exact = frozenset((*_PUBLIC_ALWAYS, *public_paths))
+    prefixes = tuple(p.rstrip("/") + "/" for p in public_paths if p != "/")
+    return exact, prefixes
+
+
 def classify(method: str, path: str, public_paths: tuple[str, ...]) -> Access:
     """The access rule for a request, from its method and path alone."""
-    if path in _PUBLIC_ALWAYS or any(
-        path == p or (p != "/" and path.startswith(p.rstrip("/") + "/")) for p in public_paths
-    ):
-        return Access(public=True)
+    exact, prefixes = _public_rule(public_paths)
+    if path in exact or path.startswith(prefixes):
+        return _PUBLIC
     if method == "OPTIONS":
-        return Access(public=True)  # CORS preflight; the CORS layer answers it
+        return _PUBLIC  # CORS preflight; the CORS layer answers it
     if path == "/admin" or path.startswith("/admin/"):
         return Access(scope=scopes.ADMIN)
     if method == "POST":
@@ -249,13 +261,22 @@ class SecurityMiddleware:
         self.app = app
         self.gate = gate
         self._perf: Callable[[], float] = clock.now if clock is not None else time.perf_counter
+        # classify() is pure, and a server sees few distinct paths; bounded because paths
+        # come from clients
+        self._access: dict[tuple[str, str], Access] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         gate = self.gate
-        access = classify(scope["method"], scope["path"], gate.public_paths)
+        key = (scope["method"], scope["path"])
+        access = self._access.get(key)
+        if access is None:
+            access = classify(key[0], key[1], gate.public_paths)
+            if len(self._access) >= _ACCESS_CACHE_SIZE:
+                self._access.clear()
+            self._access[key] = access
         if access.public:
             await self.app(scope, receive, send)
             return

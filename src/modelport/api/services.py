@@ -24,5 +24,7 @@ class Services:
     # True: answer /healthz at once and load models behind a 503 /readyz (one process).
     # False: finish loading before accepting connections (HTTP workers sharing a port).
     load_in_background: bool = True
+    # serving processes only (``modelport serve``): GC thresholds up, freeze after loading
+    tune_gc: bool = False
     # security (issue 4): auth, scopes, limits, metering; None = no gate (bare app in tests)
     security: SecurityGate | None = None

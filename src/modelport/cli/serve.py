@@ -95,6 +95,7 @@ def serve(
         publish_for_workers(settings)
         target: Any = "modelport.cli.serve:worker_app"
     else:
+        services.tune_gc = settings.server.gc_tuning
         target = create_app(services)
     tls = settings.security  # security (issue 4)
     scheme = "https" if tls.ssl_certfile else "http"
@@ -135,4 +136,5 @@ def worker_app() -> Any:
     configure(settings.server.log_level, settings.server.json_logs)
     services = build(settings)
     services.load_in_background = False
+    services.tune_gc = settings.server.gc_tuning
     return create_app(services)

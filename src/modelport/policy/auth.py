@@ -121,6 +121,9 @@ class ApiKeyAuthenticator:
         return len(batch)
 
 
+_ANONYMOUS_CACHE_SIZE = 4096
+
+
 class AnonymousAuthenticator:
     """Auth mode ``none``: a principal per client address, with every scope."""
 
@@ -131,13 +134,22 @@ class AnonymousAuthenticator:
             else Rate.parse(limits.anonymous_rate, limits.anonymous_burst)
         )
 
+        # principals are immutable: one per client address, reused (bounded: addresses
+        # come from the network)
+        self._known: dict[str, Principal] = {}
+
     def authenticate(self, address: str) -> Principal:
-        return Principal(
-            id=f"anon:{address}",
-            kind=PrincipalKind.ANONYMOUS,
-            scopes=frozenset({"*"}),
-            rate=self._rate,
-        )
+        principal = self._known.get(address)
+        if principal is None:
+            if len(self._known) >= _ANONYMOUS_CACHE_SIZE:
+                self._known.clear()
+            principal = self._known[address] = Principal(
+                id=f"anon:{address}",
+                kind=PrincipalKind.ANONYMOUS,
+                scopes=frozenset({"*"}),
+                rate=self._rate,
+            )
+        return principal
 
 
 _KEY_FAMILIES = {"RS": "RSA", "PS": "RSA", "ES": "EC"}
