@@ -300,3 +300,25 @@ def test_usage_is_metered_and_exported(tmp_path: Path) -> None:
         csv_text = client.get("/admin/usage?format=csv", headers=bearer(admin)).text
         assert csv_text.splitlines()[0].startswith("key_id,model,version,day,requests,rows")
         assert client.get("/admin/usage?since=yesterday", headers=bearer(admin)).status_code == 422
+
+
+def test_path_and_address_caches_stay_bounded_under_hostile_variety(tmp_path: Path) -> None:
+    """Access rules and anonymous principals are cached per path / address: a client that
+    sends endless distinct paths must not grow the server's memory without bound."""
+    from modelport.api import security
+    from modelport.policy import auth
+
+    with secured_client(tmp_path, {}) as (client, gate):
+        app: Any = client.app
+        while not isinstance(app, security.SecurityMiddleware):
+            app = app.app
+        for i in range(security._ACCESS_CACHE_SIZE + 50):
+            assert client.get(f"/no/such/path/{i}").status_code == 404
+        assert 0 < len(app._access) <= security._ACCESS_CACHE_SIZE
+        assert client.post("/v1/models/m1/predict", json=BODY).status_code == 200
+        anonymous = gate.anonymous
+        for i in range(auth._ANONYMOUS_CACHE_SIZE + 10):
+            principal = anonymous.authenticate(f"198.51.100.{i}")
+            assert principal.id == f"anon:198.51.100.{i}"
+        assert len(anonymous._known) <= auth._ANONYMOUS_CACHE_SIZE
+        assert anonymous.authenticate("198.51.100.1") is anonymous.authenticate("198.51.100.1")
