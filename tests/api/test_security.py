@@ -189,11 +189,14 @@ def test_security_headers_on_every_answer_and_cors_off(tmp_path: Path) -> None:
             h = response.headers
             assert h["x-content-type-options"] == "nosniff"
             assert h["x-frame-options"] == "DENY"
-            assert h["referrer-policy"] == "no-referrer"
             assert "default-src 'none'" in h["content-security-policy"]
+            assert "referrer-policy" not in h  # browser-document headers: pages only
             assert "strict-transport-security" not in h  # plain HTTP
             assert "access-control-allow-origin" not in h
-        assert "frame-ancestors 'none'" in client.get("/docs").headers["content-security-policy"]
+        page = client.get("/docs").headers
+        assert "frame-ancestors 'none'" in page["content-security-policy"]
+        assert page["referrer-policy"] == "no-referrer" and page["x-frame-options"] == "DENY"
+        assert "permissions-policy" in page and "cross-origin-opener-policy" in page
         preflight = client.options(
             PREDICT_M1,
             headers={"Origin": "https://app.example", "Access-Control-Request-Method": "POST"},

@@ -7,9 +7,14 @@ from starlette.middleware.cors import CORSMiddleware
 
 from modelport.settings import SecuritySettings
 
+# Every answer (OWASP's REST list: no MIME sniffing, no framing, CSP that loads nothing).
 _ALWAYS = [
     (b"x-content-type-options", b"nosniff"),
     (b"x-frame-options", b"DENY"),
+]
+# Only browser documents (docs, playground) can use these; on JSON they would only cost
+# bytes and header checks on every prediction.
+_PAGE_ONLY = [
     (b"referrer-policy", b"no-referrer"),
     (b"cross-origin-opener-policy", b"same-origin"),
     (b"permissions-policy", b"camera=(), microphone=(), geolocation=()"),
@@ -35,9 +40,9 @@ class ResponseHeaders:
             if hsts_max_age_s > 0
             else None
         )
-        self._names = frozenset(k for k, _ in _ALWAYS) | {b"content-security-policy"}
+        self._names = frozenset(k for k, _ in (*_ALWAYS, *_PAGE_ONLY, _CSP_API))
         self._api = [*_ALWAYS, _CSP_API]  # the common case, built once
-        self._page = [*_ALWAYS, _CSP_PAGE]
+        self._page = [*_ALWAYS, *_PAGE_ONLY, _CSP_PAGE]
 
     def extra(
         self, headers: list[tuple[bytes, bytes]], tls: bool, admin: bool
