@@ -107,6 +107,7 @@ def test_a_quick_request_starts_no_disconnect_watcher(tmp_path: Path, monkeypatc
         await real(receive)
 
     monkeypatch.setattr(fastpath, "_disconnected", counting)
+    monkeypatch.setattr(fastpath, "WATCH_AFTER_S", 0.5)  # ample for a loaded CI machine
     services = build_test_services({"m": FakeModel()}, data_dir=tmp_path)
     app = create_app(services)
 

@@ -205,7 +205,11 @@ def test_security_headers_on_every_answer_and_cors_off(tmp_path: Path) -> None:
 
 
 def test_cors_for_configured_origins(tmp_path: Path) -> None:
-    settings = {**KEYS, "security": {"cors_origins": "https://app.example"}}
+    settings = {
+        **KEYS,
+        "security": {"cors_origins": "https://app.example"},
+        "server": {"body_limit_bytes": 1024},
+    }
     with secured_client(tmp_path, settings) as (client, gate):
         preflight = client.options(
             PREDICT_M1,
@@ -228,6 +232,15 @@ def test_cors_for_configured_origins(tmp_path: Path) -> None:
             headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"},
         )
         assert evil.headers.get("access-control-allow-origin") != "https://evil.example"
+        # an oversized body is refused before anything is read, and still readable by the page
+        big = client.post(
+            PREDICT_M1,
+            content=b"x" * 2048,
+            headers={"Origin": "https://app.example", "Content-Type": "application/json"},
+        )
+        assert big.status_code == 413 and big.json()["error"]["code"] == "payload_too_large"
+        assert big.headers["access-control-allow-origin"] == "https://app.example"
+        assert big.headers["x-content-type-options"] == "nosniff" and "x-request-id" in big.headers
 
 
 def test_admin_api_manages_keys_with_an_audit_trail(

@@ -15,7 +15,7 @@ from modelport.api import gc_policy
 from modelport.api.errors import handle_http_exception, handle_modelport_error, handle_unexpected
 from modelport.api.fastpath import PredictFastPath
 from modelport.api.hardening import cors_middleware, response_headers  # security (issue 4)
-from modelport.api.middleware import EdgeMiddleware
+from modelport.api.middleware import EdgeMiddleware, payload_too_large
 from modelport.api.routes import admin, docs, native, ops, v2
 from modelport.api.services import Services
 from modelport.errors import ModelportError
@@ -50,16 +50,19 @@ def create_app(services: Services) -> ASGIApp:
             gc_policy.raise_thresholds()
         for start in services.startup:
             await start()
-        if not services.load_in_background:
+        loading: asyncio.Task[None] | None = None
+        if services.load_in_background:
+            loading = asyncio.create_task(load_all(), name="load-models")
+        else:
             await load_all()  # accept connections only once loaded
-        loading = asyncio.create_task(load_all(), name="load-models")
         try:
             yield
         finally:
-            if not loading.done():
-                loading.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await loading
+            if loading is not None:
+                if not loading.done():
+                    loading.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await loading
             await services.registry.close()
             for stop in reversed(services.shutdown):
                 await stop()
@@ -78,12 +81,17 @@ def create_app(services: Services) -> ASGIApp:
         app = services.security.middleware(app)
     for middleware in reversed(services.extras.get("middleware", [])):
         app = middleware.cls(app, *middleware.args, **middleware.kwargs)
-    # security (issue 4): CORS answers preflights before the gate asks for credentials
+    limit = services.settings.server.body_limit_bytes
+    too_large = payload_too_large(limit)
+    # security (issue 4): CORS answers preflights before the gate asks for credentials, and
+    # wraps the edge's early 413 as well so that a browser can read it
     for layer in reversed(cors_middleware(services.settings.security)):
         app = layer.cls(app, *layer.args, **layer.kwargs)
+        too_large = layer.cls(too_large, *layer.args, **layer.kwargs)
     # outermost: request id, body limit and security headers, so every answer gets them
     return EdgeMiddleware(
         app,
-        body_limit=services.settings.server.body_limit_bytes,
+        body_limit=limit,
         headers=response_headers(services.settings.security),
+        too_large=too_large,
     )

@@ -144,12 +144,14 @@ class PredictFastPath:
         """
         task = asyncio.current_task()
         assert task is not None
-        gone = False
+        gone = finished = False
         watch: asyncio.Future[None] | None = None
 
         def on_disconnect(fut: asyncio.Future[None]) -> None:
             nonlocal gone
-            if not fut.cancelled():
+            # a watch that ends in the same loop turn as the prediction must not cancel
+            # the request afterwards, while it sends its answer
+            if not fut.cancelled() and not finished:
                 gone = True
                 task.cancel()
 
@@ -168,6 +170,7 @@ class PredictFastPath:
                 return None
             raise
         finally:
+            finished = True
             timer.cancel()
             if watch is not None:
                 watch.cancel()

@@ -30,10 +30,21 @@ class EdgeMiddleware:
     the work it does (docs/benchmarks.md).
     """
 
-    def __init__(self, app: ASGIApp, *, body_limit: int, headers: ResponseHeaders | None) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        body_limit: int,
+        headers: ResponseHeaders | None,
+        too_large: ASGIApp | None = None,
+    ) -> None:
+        """``too_large`` answers a request whose ``Content-Length`` is over the limit
+        (default: ``payload_too_large(body_limit)``); wrap it in the same CORS layer as
+        ``app`` so browsers can read that 413 too."""
         self.app = app
         self.body_limit = body_limit
         self.headers = headers
+        self.too_large = too_large or payload_too_large(body_limit)
         self._prefix = os.urandom(4).hex()
         self._counter = itertools.count(1)
 
@@ -70,13 +81,24 @@ class EdgeMiddleware:
             await send(message)
 
         if length is not None and length > self.body_limit:
-            message = f"the body is {length} bytes; the limit is {self.body_limit}"
-            response = error_response(Request(scope), 413, PayloadTooLarge.code, message)
-            await response(scope, receive, send_with_headers)
+            scope["state"]["content_length"] = length
+            await self.too_large(scope, receive, send_with_headers)
             return
         if length is None or length < 0:  # no usable Content-Length (chunked): count
             receive = _counting(receive, self.body_limit)
         await self.app(scope, receive, send_with_headers)
+
+
+def payload_too_large(limit: int) -> ASGIApp:
+    """The 413 answer for a declared ``Content-Length`` over ``limit``; nothing is read."""
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        length = scope["state"].get("content_length", "more")
+        message = f"the body is {length} bytes; the limit is {limit}"
+        response = error_response(Request(scope), 413, PayloadTooLarge.code, message)
+        await response(scope, receive, send)
+
+    return app
 
 
 def _counting(receive: Receive, limit: int) -> Receive:

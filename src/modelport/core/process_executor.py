@@ -270,7 +270,10 @@ class ProcessExecutor:
         started = [r for r in results if not isinstance(r, BaseException)]
         for worker, _ in started:
             self._workers[worker.index] = worker
-            self._idle.append(worker)
+            if worker.alive:
+                self._idle.append(worker)
+            else:  # it died after "ready", while slower siblings were still loading
+                self._worker_exited(worker, worker.how)
         return signature_from_plain(started[0][1])
 
     async def _spawn(self, index: int) -> tuple[_Worker, dict[str, Any]]:
@@ -327,7 +330,14 @@ class ProcessExecutor:
             response = worker.response_buffer(0)
             reply = await worker.ask(("run", request.name, response.name, response.size, slots))
             while reply[0] == "grow":
-                response = worker.response_buffer(reply[1])
+                try:
+                    response = worker.response_buffer(reply[1])
+                except BaseException:
+                    # the worker waits for "resp" and would read the next "run" as one:
+                    # it cannot be reused, so it is stopped (and restarted)
+                    worker.process.kill()
+                    worker.finish("was stopped: its response buffer could not grow")
+                    raise
                 reply = await worker.ask(("resp", response.name, response.size))
             if reply[0] == "err":
                 _, kind, message, trace = reply
@@ -415,6 +425,11 @@ class ProcessExecutor:
             if self._closed:
                 await self._stop(worker)
                 return
+            if not worker.alive:  # died between "ready" and now: one more failed attempt
+                self._restart_error = f"the restarted worker {worker.how}"
+                await self._stop(worker)
+                delay = min(max(2 * delay, 0.5), 30.0)
+                continue
             self._workers[dead.index] = worker
             self.restarts += 1
             self._restart_error = None

@@ -225,6 +225,47 @@ def test_idle_worker_death_is_repaired_without_failing_a_call(tmp_path: Path) ->
     asyncio.run(main())
 
 
+# The first worker to load claims a file, says "ready" and dies 0.3 s later; every other
+# worker (and any restart) loads slowly, so the death lands while start() still waits.
+DIES_AFTER_READY = """
+import os, threading, time
+import numpy as np
+
+class Model:
+    signature = {"inputs": [{"name": "x", "dtype": "float32", "shape": [-1, 3]}],
+                 "outputs": [{"name": "pid", "dtype": "int64", "shape": [-1]}]}
+
+    def load(self, path):
+        try:
+            os.close(os.open(path / "claimed", os.O_CREAT | os.O_EXCL))
+        except FileExistsError:
+            time.sleep(1.5)
+            return
+        threading.Timer(0.3, os._exit, (3,)).start()
+
+    def predict(self, inputs):
+        return {"pid": np.full(len(inputs["x"]), os.getpid())}
+"""
+
+
+def test_a_worker_dying_while_siblings_still_load_is_restarted(tmp_path: Path) -> None:
+    async def main() -> None:
+        path = write_model(tmp_path, DIES_AFTER_READY)
+        executor = ProcessExecutor("python", path, ModelConfig(), workers=2)
+        await executor.start()
+        assert len(executor.pids) == 1  # the first worker died during start
+        pids = set()
+        deadline = time.monotonic() + 30
+        while len(pids) < 2 and time.monotonic() < deadline:
+            calls = [executor.run(ONES) for _ in range(4)]
+            for out in await asyncio.wait_for(asyncio.gather(*calls), 30):
+                pids.add(int(out["pid"][0]))
+        assert len(pids) == 2 and executor.restarts == 1 and len(executor.pids) == 2
+        await executor.close()
+
+    asyncio.run(main())
+
+
 def test_failing_restarts_fail_calls_fast_then_recover(tmp_path: Path) -> None:
     async def main() -> None:
         executor = ProcessExecutor("python", write_model(tmp_path), ModelConfig())
