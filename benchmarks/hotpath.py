@@ -40,8 +40,7 @@ LAYERS: list[tuple[str, re.Pattern[str]]] = [
     ("batcher + executor", re.compile(r"modelport/core/(batching|executors)")),
     ("inference service", re.compile(r"modelport/core/(service|registry)")),
     ("security gate (auth, limits, metering)", re.compile(r"modelport/(api/security|policy/)")),
-    ("hardening headers", re.compile(r"modelport/api/hardening")),
-    ("request id, body limit", re.compile(r"modelport/api/middleware")),
+    ("edge: request id, body limit, headers", re.compile(r"modelport/api/(middleware|hardening)")),
     ("predict fast path (routing, framing)", re.compile(r"modelport/api/fastpath")),
     ("logging / metrics", re.compile(r"modelport/observe/|logging/|prometheus_client/")),
     ("HTTP transport (uvicorn + httptools)", re.compile(r"uvicorn/|httptools/")),
@@ -81,6 +80,15 @@ def parse_collapsed(text: str) -> list[tuple[list[str], int]]:
     return samples
 
 
+def _batch_stats(server: RunningServer, name: str) -> dict[str, float]:
+    """The served version's batch counters (``GET /v1/models/{name}``)."""
+    status, body = server.request("GET", f"/v1/models/{name}", None)
+    if status != 200:
+        return {}
+    ready = [v for v in json.loads(body)["versions"] if "batching" in v]
+    return dict(ready[0]["batching"]["stats"]) if ready else {}
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", choices=["m1", "m2"], default="m1")
@@ -105,9 +113,13 @@ def main(argv: list[str]) -> int:
         pinning.enforce(server.proc.pid, {SERVER_CPU})
         wrk(server.url, spec.body, args.connections, args.warmup, load_cpu)
 
+        stats0 = _batch_stats(server, model.stem)
         cpu0 = cpuload.tree_cpu_s(server.proc.pid)
         load = wrk(server.url, spec.body, args.connections, args.seconds, load_cpu)
         cpu_s = cpuload.tree_cpu_s(server.proc.pid) - cpu0
+        stats1 = _batch_stats(server, model.stem)
+        batches = stats1.get("batches", 0) - stats0.get("batches", 0)
+        mean_batch = (stats1.get("rows", 0) - stats0.get("rows", 0)) / batches if batches else 0.0
         us_per_request = cpu_s / load.requests * 1e6 if load.requests else float("nan")
 
         raw = Path(tempfile.mkstemp(prefix="profile-", suffix=".txt")[1])
@@ -154,7 +166,8 @@ def main(argv: list[str]) -> int:
     print(
         f"\nmodelport, {args.model}, pinned, {args.connections} connections: "
         f"{load.rps:,.0f} req/s, p50 {load.p50_ms:.2f} ms, p99 {load.p99_ms:.2f} ms; "
-        f"server CPU {us_per_request:.0f} µs/request; {total:,} py-spy samples\n"
+        f"server CPU {us_per_request:.0f} µs/request; mean batch {mean_batch:.1f} rows; "
+        f"{total:,} py-spy samples\n"
     )
     print("| layer (innermost frame) | share | µs/request |\n|---|---|---|")
     for layer, n in by_layer.most_common():
@@ -172,6 +185,7 @@ def main(argv: list[str]) -> int:
                     "p50_ms": load.p50_ms,
                     "p99_ms": load.p99_ms,
                     "cpu_us_per_request": us_per_request,
+                    "mean_batch_rows": mean_batch,
                     "layers": {k: v / total for k, v in by_layer.items()},
                     "functions": {k: v / total for k, v in by_func.most_common(50)},
                 },

@@ -169,7 +169,7 @@ class RunningServer:
             return ""
         return " | ".join(text[-lines:])
 
-    def _request(self, method: str, path: str, body: bytes | None) -> tuple[int, bytes]:
+    def request(self, method: str, path: str, body: bytes | None) -> tuple[int, bytes]:
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
         try:
             headers = {"Content-Type": "application/json"} if body is not None else {}
@@ -181,9 +181,9 @@ class RunningServer:
 
     def _answers(self) -> bool:
         if self.spec.ready_path:
-            status, _ = self._request("GET", self.spec.ready_path, None)
+            status, _ = self.request("GET", self.spec.ready_path, None)
         else:
-            status, _ = self._request("POST", self.spec.path, self.spec.body.read_bytes())
+            status, _ = self.request("POST", self.spec.path, self.spec.body.read_bytes())
         return status == 200
 
     def wait_ready(self, timeout: float = READY_TIMEOUT_S) -> float:
@@ -202,7 +202,7 @@ class RunningServer:
 
     def check_predict(self) -> None:
         """One request with the benchmark body must answer 200 with a JSON body."""
-        status, payload = self._request("POST", self.spec.path, self.spec.body.read_bytes())
+        status, payload = self.request("POST", self.spec.path, self.spec.body.read_bytes())
         if status != 200:
             raise ServerError(f"POST {self.spec.path} -> {status}: {payload[:300]!r}")
         json.loads(payload)
