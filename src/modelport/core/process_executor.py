@@ -140,18 +140,20 @@ class _Worker:
         return reply
 
     def request_buffer(self, size: int) -> SharedMemory:
-        if self.request is None or size > self.request.size:
-            new = _new_segment(size, self.request, self._min)
-            _free(self.request)
-            self.request = new
+        self.request = self._fit(self.request, size)
         return self.request
 
     def response_buffer(self, size: int) -> SharedMemory:
-        if self.response is None or size > self.response.size:
-            new = _new_segment(size, self.response, self._min)
-            _free(self.response)
-            self.response = new
+        self.response = self._fit(self.response, size)
         return self.response
+
+    def _fit(self, current: SharedMemory | None, size: int) -> SharedMemory:
+        """``current`` if it holds ``size`` bytes, else a bigger segment in its place."""
+        if current is not None and size <= current.size:
+            return current
+        new = _new_segment(size, current, self._min)
+        _free(current)
+        return new
 
     def free_buffers(self) -> None:
         _free(self.request)
