@@ -60,6 +60,9 @@ def test_key_in_either_header_and_scopes(tmp_path: Path) -> None:
         reader = gate.manager.create("r", "read,predict:m*").key
         assert client.get("/v1/models", headers=bearer(reader)).status_code == 200
         assert client.get("/v1/models/m1", headers=bearer(reader)).status_code == 200
+        # the V2 repository index is a POST that only reads: read scope, not admin
+        assert client.post("/v2/repository/index", headers=bearer(reader)).status_code == 200
+        assert client.post("/v2/repository/index", headers=bearer(key)).status_code == 403
         r = client.post("/v1/models/m2/versions/1/predict", json=BODY, headers=bearer(reader))
         assert r.status_code == 200
         # V2 infer needs the same predict scope; errors keep the V2 shape

@@ -54,6 +54,7 @@ from modelport.state.interfaces import CounterStore, Stores
 _PREDICT = re.compile(r"^/v[12]/models/([^/]+)(?:/versions/[^/]+)?/(?:predict|infer)$")
 _PUBLIC_ALWAYS = ("/v2/health/live", "/v2/health/ready")
 _MODEL_FROM_BODY = ("/v1/embeddings",)
+_READ_BY_POST = ("/v2/repository/index",)  # the V2 protocol lists models with a POST
 _PEEK_LIMIT = 1 << 20
 _ACCESS_CACHE_SIZE = 1024  # distinct (method, path) pairs remembered by the middleware
 
@@ -96,6 +97,8 @@ def classify(method: str, path: str, public_paths: tuple[str, ...]) -> Access:
             return Access(scope=scopes.predict(model), model=model, metered=True)
         if path in _MODEL_FROM_BODY:
             return Access(metered=True, model_from_body=True)
+        if path in _READ_BY_POST:
+            return Access(scope=scopes.READ)
     if method in ("GET", "HEAD"):
         return Access(scope=scopes.READ)
     # anything else that changes state, and is not known above, is an admin matter
