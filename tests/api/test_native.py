@@ -371,3 +371,41 @@ def test_stats_count_batches(demo_client: TestClient) -> None:
     assert after["batches"] == before["batches"] + 1
     assert after["rows"] == before["rows"] + 3
     assert np.isfinite(after["mean_queue_wait_ms"])
+
+
+@pytest.mark.parametrize("declared", [b"abc", b"-1", b""])
+def test_untrustworthy_content_length_is_counted_not_believed(
+    small_limit_client: TestClient, declared: bytes
+) -> None:
+    """At the ASGI level a Content-Length that is not a non-negative number is ignored and
+    the body is counted as it arrives: still a 413, nothing read past the limit."""
+    import asyncio
+
+    app = small_limit_client.app
+    sent: list[dict[str, Any]] = []
+    chunks = [b" " * 1000] * 5
+
+    async def receive() -> dict[str, Any]:
+        if chunks:
+            return {"type": "http.request", "body": chunks.pop(), "more_body": bool(chunks)}
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/v1/models/m/predict",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"content-type", b"application/json"), (b"content-length", declared)],
+        "http_version": "1.1",
+        "client": ("127.0.0.1", 1),
+        "server": ("127.0.0.1", 80),
+        "scheme": "http",
+    }
+    asyncio.run(app(scope, receive, send))  # type: ignore[operator]
+    assert sent[0]["status"] == 413
+    assert len(chunks) >= 1  # stopped reading once past the 2048-byte limit
+    assert small_limit_client.get("/healthz").status_code == 200

@@ -53,16 +53,13 @@ class EdgeMiddleware:
             await self.app(scope, receive, send)
             return
         rid: bytes | None = None
-        length: int | None = -1
+        declared: bytes | None = None
         for key, value in scope["headers"]:
             if key == b"x-request-id":
                 if rid is None and _VALID_ID.match(value):
                     rid = value
-            elif key == b"content-length" and length == -1:
-                try:
-                    length = int(value)
-                except ValueError:
-                    length = None
+            elif key == b"content-length" and declared is None:
+                declared = value
         if rid is None:
             rid = f"{self._prefix}-{next(self._counter):x}".encode()
         scope.setdefault("state", {})["request_id"] = rid.decode()
@@ -80,12 +77,12 @@ class EdgeMiddleware:
                 message["headers"] = headers
             await send(message)
 
-        if length is not None and length > self.body_limit:
-            scope["state"]["content_length"] = length
+        length = _length(declared)
+        if length is None:  # chunked, or a Content-Length we cannot trust: count instead
+            receive = _counting(receive, self.body_limit)
+        elif length > self.body_limit:
             await self.too_large(scope, receive, send_with_headers)
             return
-        if length is None or length < 0:  # no usable Content-Length (chunked): count
-            receive = _counting(receive, self.body_limit)
         await self.app(scope, receive, send_with_headers)
 
 
@@ -93,12 +90,23 @@ def payload_too_large(limit: int) -> ASGIApp:
     """The 413 answer for a declared ``Content-Length`` over ``limit``; nothing is read."""
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
-        length = scope["state"].get("content_length", "more")
-        message = f"the body is {length} bytes; the limit is {limit}"
+        declared = next((v for k, v in scope["headers"] if k == b"content-length"), None)
+        message = f"the body is {_length(declared)} bytes; the limit is {limit}"
         response = error_response(Request(scope), 413, PayloadTooLarge.code, message)
         await response(scope, receive, send)
 
     return app
+
+
+def _length(declared: bytes | None) -> int | None:
+    """A usable ``Content-Length`` value, or None (absent, not a number, negative)."""
+    if declared is None:
+        return None
+    try:
+        length = int(declared)
+    except ValueError:
+        return None
+    return length if length >= 0 else None
 
 
 def _counting(receive: Receive, limit: int) -> Receive:
