@@ -43,7 +43,10 @@ LAYERS: list[tuple[str, re.Pattern[str]]] = [
     ("edge: request id, body limit, headers", re.compile(r"modelport/api/(middleware|hardening)")),
     ("predict fast path (routing, framing)", re.compile(r"modelport/api/fastpath")),
     ("logging / metrics", re.compile(r"modelport/observe/|logging/|prometheus_client/")),
-    ("HTTP transport (uvicorn + httptools)", re.compile(r"uvicorn/|httptools/")),
+    (
+        "HTTP transport (protocol, uvicorn, httptools)",
+        re.compile(r"modelport/api/protocol|uvicorn/|httptools/"),
+    ),
 ]
 OTHER = "event loop / other"
 _FRAME = re.compile(r"^(?P<func>.*?) \((?P<file>[^:()]*)(?::\d+)?\)$")

@@ -67,6 +67,7 @@ def serve(
     import uvicorn
 
     from modelport.api.app import create_app
+    from modelport.api.protocol import HttpProtocol
     from modelport.bootstrap import build
     from modelport.demo import ensure_demo_repository
     from modelport.observe.logging import configure
@@ -113,7 +114,7 @@ def serve(
         log_level=server.log_level,
         access_log=server.access_log,
         loop="uvloop",
-        http="httptools",
+        http=HttpProtocol,
         log_config=None,
         timeout_graceful_shutdown=10,
         # security (issue 4): TLS; the client address comes from the gate's trusted-proxy

@@ -1,0 +1,503 @@
+"""modelport's HTTP/1.1 connection protocol, run by uvicorn's server (``http=HttpProtocol``).
+
+uvicorn keeps what it is good at: sockets, TLS, lifespan, signals, worker processes and
+graceful shutdown. This class replaces only its per-connection protocol, where most of a
+small request's CPU went (docs/benchmarks.md), doing less per request:
+
+- a response whose body comes in one ``http.response.body`` message (every JSON answer)
+  leaves in **one** ``transport.write``, status line and headers included, instead of two;
+- response headers come from our own app, so they are checked with two byte searches each
+  (CR/LF, the response-splitting risk) rather than two regular expressions;
+- ``receive()`` hands over a body that has already arrived without suspending, and a
+  request allocates no ``asyncio.Event``; a waiter future is made only when the app
+  really has to wait (streamed bodies, the disconnect watch);
+- the keep-alive timer is one per connection, re-armed lazily, not one per request.
+
+It also bounds what uvicorn's httptools protocol leaves open: the request line and headers
+together may be at most ``MAX_HEAD_BYTES`` in ``MAX_HEADERS`` fields (431 otherwise), and
+a connection that does not finish sending a request's headers within the keep-alive
+timeout is closed (slow-header clients hold no slot forever).
+
+Scope of HTTP: HTTP/1.0 and 1.1 with keep-alive, pipelining, ``Expect: 100-continue``,
+chunked request and response bodies, HEAD. No WebSocket: an upgrade request is answered
+as plain HTTP and the connection then closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http
+import logging
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import unquote
+
+import httptools
+from uvicorn.config import Config
+from uvicorn.protocols.http.flow_control import FlowControl, service_unavailable
+from uvicorn.protocols.utils import get_local_addr, get_remote_addr, is_ssl
+from uvicorn.server import ServerState
+
+log = logging.getLogger("modelport.http")
+
+HIGH_WATER = 1 << 16  # buffered request body bytes before we stop reading the socket
+MAX_HEAD_BYTES = 1 << 16  # request line + headers
+MAX_HEADERS = 128
+_ASGI = {"version": "3.0", "spec_version": "2.3"}
+_DISCONNECT = {"type": "http.disconnect"}
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+_NO_BODY = frozenset((204, 304))
+
+
+def _status_line(code: int) -> bytes:
+    try:
+        phrase = http.HTTPStatus(code).phrase
+    except ValueError:
+        phrase = ""
+    return f"HTTP/1.1 {code} {phrase}\r\n".encode("latin-1")
+
+
+STATUS_LINES = {code: _status_line(code) for code in range(100, 600)}
+
+
+def _plain(status: int, message: str) -> bytes:
+    body = message.encode()
+    head = (
+        f"content-type: text/plain; charset=utf-8\r\ncontent-length: {len(body)}\r\n"
+        "connection: close\r\n\r\n"
+    )
+    return STATUS_LINES[status] + head.encode() + body
+
+
+class HttpProtocol(asyncio.Protocol):
+    """One client connection: parses requests with httptools and runs each as ASGI."""
+
+    def __init__(
+        self,
+        config: Config,
+        server_state: ServerState,
+        app_state: dict[str, Any],
+        _loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        if not config.loaded:
+            config.load()
+        self.app = config.loaded_app
+        self.loop = _loop or asyncio.get_event_loop()
+        self.root_path = config.root_path
+        self.limit_concurrency = config.limit_concurrency
+        self.keep_alive_s = float(config.timeout_keep_alive)
+        self.app_state = app_state
+        self.server_state = server_state
+        self.connections = server_state.connections
+        self.tasks = server_state.tasks
+        self.access_logger = logging.getLogger("uvicorn.access")
+        self.access_log = self.access_logger.hasHandlers()
+        self.parser = httptools.HttpRequestParser(self)
+        self.parser.set_dangerous_leniencies(lenient_data_after_close=True)
+
+        self.transport: asyncio.Transport = None  # type: ignore[assignment]
+        self.flow: FlowControl = None  # type: ignore[assignment]
+        self.server: tuple[str, int | None] | None = None
+        self.client: tuple[str, int] | None = None
+        self.scheme = "http"
+        self.pipeline: deque[tuple[Cycle, Any]] = deque()
+        self.cycle: Cycle | None = None  # the request being parsed (or the last one)
+        self.active: Cycle | None = None  # the request being answered
+        self.idle_since: float | None = None  # waiting for a request's headers since
+        self.timer: asyncio.TimerHandle | None = None
+        # the request being parsed
+        self.url = b""
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.head_bytes = 0
+        self.expect_continue = False
+
+    # -- connection --------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        self.connections.add(self)  # type: ignore[arg-type]  # uvicorn lists its own kinds
+        self.transport = transport
+        self.flow = FlowControl(transport)
+        self.server = get_local_addr(transport)
+        self.client = get_remote_addr(transport)
+        self.scheme = "https" if is_ssl(transport) else "http"
+        self._idle()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.connections.discard(self)
+        for cycle in (self.active, self.cycle, *(queued for queued, _ in self.pipeline)):
+            if cycle is not None:
+                if not cycle.complete:
+                    cycle.disconnected = True
+                cycle.wake()
+        self.pipeline.clear()
+        if self.flow is not None:
+            self.flow.resume_writing()
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        self.parser = None  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            # no WebSocket here: the request is served as plain HTTP, then we hang up
+            cycle = self.cycle
+            if cycle is not None and not cycle.complete:
+                cycle.keep_alive = False
+                cycle.more_body = False
+                cycle.wake()
+        except httptools.HttpParserError:
+            # httptools wraps what a callback raises, so the cause is read from our flag
+            if self.head_bytes > MAX_HEAD_BYTES or len(self.headers) >= MAX_HEADERS:
+                self._reject(431, "Request line and headers are too large.")
+            else:
+                self._reject(400, "Invalid HTTP request received.")
+
+    def _reject(self, status: int, message: str) -> None:
+        if not self.transport.is_closing():
+            self.transport.write(_plain(status, message))
+            self.transport.close()
+
+    def eof_received(self) -> None:
+        pass
+
+    def pause_writing(self) -> None:
+        self.flow.pause_writing()
+
+    def resume_writing(self) -> None:
+        self.flow.resume_writing()
+
+    def shutdown(self) -> None:
+        """Graceful shutdown (called by uvicorn): finish the current response, then close."""
+        cycle = self.active
+        if cycle is None or cycle.complete:
+            self.transport.close()
+        else:
+            cycle.keep_alive = False
+            self.pipeline.clear()
+
+    # -- keep-alive and slow clients ---------------------------------------------------
+
+    def _idle(self) -> None:
+        """From now on the client owes us a request's headers within the keep-alive time."""
+        self.idle_since = self.loop.time()
+        if self.timer is None:
+            self.timer = self.loop.call_later(self.keep_alive_s, self._check_idle)
+
+    def _check_idle(self) -> None:
+        self.timer = None
+        if self.idle_since is None or self.transport.is_closing():
+            return
+        left = self.idle_since + self.keep_alive_s - self.loop.time()
+        if left <= 0:
+            self.transport.close()
+        else:
+            self.timer = self.loop.call_later(left, self._check_idle)
+
+    # -- httptools callbacks -----------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self.url = b""
+        self.headers = []
+        self.head_bytes = 0
+        self.expect_continue = False
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+        self.head_bytes += len(url)
+        if self.head_bytes > MAX_HEAD_BYTES:
+            raise _HeadTooLarge
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.head_bytes += len(name) + len(value)
+        if self.head_bytes > MAX_HEAD_BYTES or len(self.headers) >= MAX_HEADERS:
+            raise _HeadTooLarge
+        name = name.lower()
+        if name == b"expect" and value.lower() == b"100-continue":
+            self.expect_continue = True
+        self.headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        self.idle_since = None
+        parser = self.parser
+        url = self.url
+        if url[:1] == b"/" and b"?" not in url and b"%" not in url and b"#" not in url:
+            raw_path, query = url, b""
+        else:
+            parsed = httptools.parse_url(url)
+            raw_path, query = parsed.path, parsed.query or b""
+        path = raw_path.decode("ascii")
+        if "%" in path:
+            path = unquote(path)
+        version = parser.get_http_version()
+        scope = {
+            "type": "http",
+            "asgi": _ASGI,
+            "http_version": version,
+            "server": self.server,
+            "client": self.client,
+            "scheme": self.scheme,
+            "method": parser.get_method().decode("ascii"),
+            "root_path": self.root_path,
+            "path": self.root_path + path if self.root_path else path,
+            "raw_path": self.root_path.encode("ascii") + raw_path if self.root_path else raw_path,
+            "query_string": query,
+            "headers": self.headers,
+            "state": self.app_state.copy(),
+        }
+        app = self.app
+        limit = self.limit_concurrency
+        if limit is not None and (len(self.connections) >= limit or len(self.tasks) >= limit):
+            log.warning("exceeded the concurrency limit (%d)", limit)
+            app = service_unavailable
+        keep_alive = version != "1.0" and parser.should_keep_alive()
+        previous = self.cycle
+        cycle = Cycle(self, scope, keep_alive, self.expect_continue)
+        self.cycle = cycle
+        if previous is None or previous.complete:
+            self._start(cycle, app)
+        else:  # pipelined: wait for the response in progress
+            self.flow.pause_reading()
+            self.pipeline.appendleft((cycle, app))
+
+    def on_body(self, body: bytes) -> None:
+        cycle = self.cycle
+        if cycle is None or cycle.complete:
+            return
+        cycle.chunks.append(body)
+        cycle.buffered += len(body)
+        if cycle.buffered > HIGH_WATER:
+            self.flow.pause_reading()
+        cycle.wake()
+
+    def on_message_complete(self) -> None:
+        cycle = self.cycle
+        if cycle is None or cycle.complete:
+            return
+        cycle.more_body = False
+        cycle.wake()
+
+    # -- running requests --------------------------------------------------------------
+
+    def _start(self, cycle: Cycle, app: Any) -> None:
+        self.active = cycle
+        task = self.loop.create_task(cycle.run(app))
+        task.add_done_callback(self.tasks.discard)
+        self.tasks.add(task)
+
+    def response_complete(self, cycle: Cycle) -> None:
+        self.server_state.total_requests += 1
+        if not cycle.keep_alive:
+            self.transport.close()
+            return
+        if self.transport.is_closing():
+            return
+        self.flow.resume_reading()
+        if self.pipeline:
+            queued, app = self.pipeline.pop()
+            self._start(queued, app)
+        else:
+            self._idle()
+
+
+class _HeadTooLarge(Exception):
+    """Raised from a parser callback to stop parsing an oversized request head."""
+
+
+class Cycle:
+    """One request and its response: the ASGI ``receive`` and ``send`` of that request."""
+
+    __slots__ = (
+        "buffered",
+        "chunked",
+        "chunks",
+        "complete",
+        "conn",
+        "continue_owed",
+        "delivered",
+        "disconnected",
+        "head",
+        "keep_alive",
+        "left",
+        "more_body",
+        "scope",
+        "started",
+        "waiter",
+    )
+
+    def __init__(
+        self, conn: HttpProtocol, scope: dict[str, Any], keep_alive: bool, expect: bool
+    ) -> None:
+        self.conn = conn
+        self.scope = scope
+        self.keep_alive = keep_alive
+        self.continue_owed = expect
+        self.chunks: list[bytes] = []
+        self.buffered = 0
+        self.more_body = True
+        self.delivered = False  # the last body chunk went to the app
+        self.disconnected = False
+        self.waiter: asyncio.Future[None] | None = None
+        self.started = False
+        self.complete = False
+        self.head = b""  # status line and headers, written with the first body bytes
+        self.chunked = False
+        self.left = 0  # body bytes still owed under Content-Length
+
+    def wake(self) -> None:
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def run(self, app: Callable[..., Any]) -> None:
+        try:
+            result = await app(self.scope, self.receive, self.send)
+        except BaseException:
+            log.exception("unhandled error in the ASGI app")
+            if not self.started:
+                await self._send_500()
+            else:
+                self.conn.transport.close()
+            return
+        if result is not None:
+            log.error("the ASGI app returned %r instead of None", result)
+            self.conn.transport.close()
+        elif not self.started and not self.disconnected:
+            log.error("the ASGI app returned without starting a response")
+            await self._send_500()
+        elif not self.complete and not self.disconnected:
+            log.error("the ASGI app returned without completing its response")
+            self.conn.transport.close()
+
+    async def _send_500(self) -> None:
+        self.keep_alive = False
+        await self.send(
+            {
+                "type": "http.response.start",
+                "status": 500,
+                "headers": [
+                    (b"content-type", b"text/plain; charset=utf-8"),
+                    (b"content-length", b"21"),
+                ],
+            }
+        )
+        await self.send({"type": "http.response.body", "body": b"Internal Server Error"})
+
+    # -- ASGI --------------------------------------------------------------------------
+
+    async def receive(self) -> dict[str, Any]:
+        conn = self.conn
+        if self.continue_owed:
+            self.continue_owed = False
+            if not conn.transport.is_closing():
+                conn.transport.write(_CONTINUE)
+        while True:
+            if self.disconnected or self.complete:
+                return _DISCONNECT
+            if not self.delivered and (self.chunks or not self.more_body):
+                chunks = self.chunks
+                body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+                more = self.more_body
+                self.chunks = []
+                self.buffered = 0
+                self.delivered = not more
+                conn.flow.resume_reading()
+                return {"type": "http.request", "body": body, "more_body": more}
+            # nothing yet (a streamed body), or the body is in: wait for the disconnect
+            self.waiter = conn.loop.create_future()
+            conn.flow.resume_reading()
+            await self.waiter
+            self.waiter = None
+
+    async def send(self, message: dict[str, Any]) -> None:
+        conn = self.conn
+        if conn.flow.write_paused and not self.disconnected:
+            await conn.flow.drain()
+        if self.disconnected:
+            return
+        kind = message["type"]
+        if not self.started:
+            if kind != "http.response.start":
+                raise RuntimeError(f"expected 'http.response.start', got '{kind}'")
+            self._start_response(message["status"], message.get("headers", ()))
+            self.started = True  # only now: a rejected head still gets the 500 answer
+            self.continue_owed = False
+            return
+        if self.complete:
+            raise RuntimeError(f"'{kind}' sent after the response completed")
+        if kind != "http.response.body":
+            raise RuntimeError(f"expected 'http.response.body', got '{kind}'")
+        body = message.get("body", b"")
+        more = message.get("more_body", False)
+        head = self.head
+        if self.scope["method"] == "HEAD":
+            out = head
+            self.left = 0
+        elif self.chunked:
+            frame = b"%x\r\n%b\r\n" % (len(body), body) if body else b""
+            out = head + frame + (b"" if more else b"0\r\n\r\n")
+        else:
+            self.left -= len(body)
+            if self.left < 0:
+                raise RuntimeError("response body longer than its Content-Length")
+            out = head + body if head else body
+        self.head = b""
+        if out:
+            conn.transport.write(out)
+        if not more:
+            if self.left != 0:
+                raise RuntimeError("response body shorter than its Content-Length")
+            self.complete = True
+            self.wake()
+            conn.response_complete(self)
+
+    def _start_response(self, status: int, headers: Any) -> None:
+        conn = self.conn
+        parts = [STATUS_LINES[status]]
+        lines = 2  # the status line and the blank line that ends the head
+        length: int | None = None
+        close = False
+        for name, value in (*conn.server_state.default_headers, *headers):
+            key = name.lower()
+            if key == b"content-length":
+                if length is None:
+                    length = int(value)
+            elif key == b"transfer-encoding":
+                self.chunked = value.lower() == b"chunked"
+            elif key == b"connection" and b"close" in value.lower():
+                self.keep_alive = False
+                close = True
+            parts += (key, b": ", value, b"\r\n")
+            lines += 1
+        if not self.keep_alive and not close:
+            parts.append(b"connection: close\r\n")
+            lines += 1
+        if length is not None and not self.chunked:
+            self.left = length
+        elif not self.chunked and self.scope["method"] != "HEAD" and status not in _NO_BODY:
+            self.chunked = True
+            parts.append(b"transfer-encoding: chunked\r\n")
+            lines += 1
+        parts.append(b"\r\n")
+        head = b"".join(parts)
+        # A CR or LF inside a name or value (response splitting) shows up as an extra one:
+        # three counts over the joined head instead of a search per header.
+        if head.count(b"\n") != lines or head.count(b"\r") != lines:
+            raise RuntimeError("invalid response header: CR or LF in a name or value")
+        self.head = head
+        if conn.access_log:
+            scope = self.scope
+            query = scope["query_string"]
+            target = scope["path"] + ("?" + query.decode("ascii") if query else "")
+            peer = scope["client"]
+            client = f"{peer[0]}:{peer[1]}" if peer else "-"
+            conn.access_logger.info(
+                '%s - "%s %s HTTP/%s" %d',
+                client,
+                scope["method"],
+                target,
+                scope["http_version"],
+                status,
+            )

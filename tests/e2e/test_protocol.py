@@ -1,0 +1,288 @@
+"""modelport's HTTP/1.1 protocol (``api/protocol.py``) over real sockets, in a real uvicorn.
+
+The app under test is ``_protocol_app.py``; the protocol is what is being checked: framing,
+keep-alive, pipelining, chunked bodies both ways, 100-continue, HEAD, limits on the request
+head, slow clients, hostile response headers, app crashes, and disconnects.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+KEEP_ALIVE_S = 1
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    port = free_port()
+    log = tmp_path_factory.mktemp("protocol") / "server.log"
+    argv = [
+        sys.executable, "-m", "uvicorn", "tests.e2e._protocol_app:app",
+        "--port", str(port), "--loop", "uvloop", "--http", "modelport.api.protocol:HttpProtocol",
+        "--timeout-keep-alive", str(KEEP_ALIVE_S), "--log-level", "warning",
+    ]  # fmt: skip
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            argv, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, env=os.environ
+        )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            httpx.post(f"{url}/echo", timeout=1)
+            break
+        except httpx.TransportError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(log.read_text()) from None
+            time.sleep(0.05)
+    yield url
+    proc.terminate()
+    proc.wait(timeout=15)
+
+
+def _connect(url: str) -> socket.socket:
+    port = int(url.rsplit(":", 1)[1])
+    sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+    return sock
+
+
+def _read_all(sock: socket.socket) -> bytes:
+    """Everything until the server closes the connection."""
+    chunks = []
+    while True:
+        data = sock.recv(65536)
+        if not data:
+            return b"".join(chunks)
+        chunks.append(data)
+
+
+def _read_responses(sock: socket.socket, count: int) -> list[tuple[int, dict[str, str], bytes]]:
+    """``count`` Content-Length-framed responses from a kept-alive connection."""
+    buffer = b""
+    out = []
+    while len(out) < count:
+        while b"\r\n\r\n" not in buffer:
+            data = sock.recv(65536)
+            assert data, f"connection closed after {len(out)} responses"
+            buffer += data
+        head, buffer = buffer.split(b"\r\n\r\n", 1)
+        lines = head.decode("latin-1").split("\r\n")
+        status = int(lines[0].split()[1])
+        headers = {k.lower(): v.strip() for k, v in (line.split(":", 1) for line in lines[1:])}
+        length = int(headers.get("content-length", "0"))
+        while len(buffer) < length:
+            buffer += sock.recv(65536)
+        out.append((status, headers, buffer[:length]))
+        buffer = buffer[length:]
+    return out
+
+
+def _healthy(url: str) -> None:
+    response = httpx.post(f"{url}/echo", content=b"still fine", timeout=5)
+    assert response.status_code == 200
+    assert response.json()["length"] == 10
+
+
+def test_one_request_with_a_body_and_a_query(server: str) -> None:
+    body = b'{"inputs": [[1, 2, 3, 4]]}'
+    response = httpx.post(f"{server}/echo?x=1&y=%20", content=body)
+    assert response.status_code == 200
+    data = response.json()
+    assert data["query"] == "x=1&y=%20"
+    assert data["length"] == len(body)
+    assert response.headers["content-length"] == str(len(response.content))
+    assert "date" in response.headers
+
+
+def test_percent_encoded_path_is_decoded(server: str) -> None:
+    response = httpx.post(f"{server}/%65cho")
+    assert response.status_code == 200
+    assert response.json()["path"] == "/echo"
+
+
+def test_keep_alive_and_pipelining_answer_in_order(server: str) -> None:
+    with _connect(server) as sock:
+        request = b"POST /echo?n=%d HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc"
+        sock.sendall(request % 1)
+        first = _read_responses(sock, 1)
+        sock.sendall(b"".join(request % n for n in (2, 3, 4)))  # three in one write
+        rest = _read_responses(sock, 3)
+    queries = [json.loads(body)["query"] for _, _, body in first + rest]
+    assert queries == ["n=1", "n=2", "n=3", "n=4"]
+    assert all(status == 200 for status, _, _ in first + rest)
+
+
+def test_chunked_request_body(server: str) -> None:
+    with _connect(server) as sock:
+        sock.sendall(
+            b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"
+        )
+        ((status, _, body),) = _read_responses(sock, 1)
+    assert status == 200
+    assert json.loads(body)["sha"] == hashlib.sha256(b"hello world").hexdigest()
+
+
+def test_large_body_streams_through_flow_control(server: str) -> None:
+    payload = os.urandom(3 * 1024 * 1024)
+    response = httpx.post(f"{server}/echo", content=payload, timeout=30)
+    assert response.status_code == 200
+    assert response.json()["sha"] == hashlib.sha256(payload).hexdigest()
+
+
+def test_expect_100_continue(server: str) -> None:
+    with _connect(server) as sock:
+        sock.sendall(
+            b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n"
+        )
+        interim = sock.recv(1024)
+        assert interim.startswith(b"HTTP/1.1 100 Continue\r\n\r\n")
+        sock.sendall(b"data")
+        ((status, _, body),) = _read_responses(sock, 1)
+    assert status == 200
+    assert json.loads(body)["length"] == 4
+
+
+def test_head_has_headers_and_no_body(server: str) -> None:
+    with _connect(server) as sock:
+        sock.sendall(
+            b"HEAD /echo HTTP/1.1\r\nHost: x\r\n\r\nPOST /echo HTTP/1.1\r\nHost: x\r\n\r\n"
+        )
+        data = b""
+        while data.count(b"HTTP/1.1 200") < 2 or not data.endswith(b"}"):
+            data += sock.recv(65536)
+    head_response, post_response = data.split(b"HTTP/1.1 200 OK", 2)[1:]
+    assert b"content-length:" in head_response
+    assert head_response.endswith(b"\r\n\r\n")  # no body bytes before the next answer
+    assert post_response.endswith(b"}")
+
+
+def test_streamed_response_is_chunked(server: str) -> None:
+    response = httpx.get(f"{server}/stream")
+    assert response.status_code == 200
+    assert response.headers["transfer-encoding"] == "chunked"
+    assert response.content == b"one,two,three"
+
+
+def test_http_10_closes_after_the_answer(server: str) -> None:
+    with _connect(server) as sock:
+        sock.sendall(b"POST /echo HTTP/1.0\r\nContent-Length: 2\r\n\r\nhi")
+        data = _read_all(sock)
+    assert data.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert b"connection: close\r\n" in data
+    assert json.loads(data.split(b"\r\n\r\n", 1)[1])["http_version"] == "1.0"
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"GARBAGE\r\n\r\n",
+        b"POST /echo HTTP/1.1\r\nContent-Length: nope\r\n\r\n",
+        b"POST /echo HTTP/1.1\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nabc",
+        b"POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+        b"POST /echo HTTP/1.1\r\nBad Header\r\n\r\n",
+    ],
+    ids=["request-line", "content-length", "two-lengths", "chunk-size", "header-line"],
+)
+def test_malformed_requests_get_400_and_a_close(server: str, raw: bytes) -> None:
+    with _connect(server) as sock:
+        sock.sendall(raw)
+        data = _read_all(sock)
+    assert data.startswith(b"HTTP/1.1 400 Bad Request\r\n")
+    assert b"connection: close" in data
+    _healthy(server)
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [b"X-Big: " + b"a" * 70_000 + b"\r\n", b"".join(b"X-%d: v\r\n" % i for i in range(200))],
+    ids=["one-huge-header", "too-many-headers"],
+)
+def test_oversized_request_head_gets_431(server: str, headers: bytes) -> None:
+    with _connect(server) as sock:
+        sock.sendall(b"GET /echo HTTP/1.1\r\nHost: x\r\n" + headers + b"\r\n")
+        data = _read_all(sock)
+    assert data.startswith(b"HTTP/1.1 431 Request Header Fields Too Large\r\n")
+    _healthy(server)
+
+
+def test_oversized_url_gets_431(server: str) -> None:
+    with _connect(server) as sock:
+        sock.sendall(b"GET /" + b"a" * 70_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+        data = _read_all(sock)
+    assert data.startswith(b"HTTP/1.1 431 ")
+
+
+def test_slow_headers_and_idle_connections_are_closed(server: str) -> None:
+    with _connect(server) as slow, _connect(server) as idle:
+        slow.sendall(b"POST /echo HTTP/1.1\r\nHost: x\r\n")  # never finishes its headers
+        idle.sendall(b"POST /echo HTTP/1.1\r\nHost: x\r\n\r\n")
+        _read_responses(idle, 1)
+        start = time.monotonic()
+        assert _read_all(slow) == b""
+        assert _read_all(idle) == b""
+        waited = time.monotonic() - start
+    assert waited < KEEP_ALIVE_S + 3
+
+
+def test_connection_in_use_is_not_closed_by_the_idle_timer(server: str) -> None:
+    with _connect(server) as sock:
+        for n in range(4):  # spaced over more than the keep-alive time
+            sock.sendall(b"POST /echo?n=%d HTTP/1.1\r\nHost: x\r\n\r\n" % n)
+            ((status, _, _),) = _read_responses(sock, 1)
+            assert status == 200
+            time.sleep(KEEP_ALIVE_S * 0.4)
+
+
+def test_crlf_in_a_response_header_is_refused_not_sent(server: str) -> None:
+    response = httpx.get(f"{server}/split")
+    assert response.status_code == 500
+    assert "set-cookie" not in response.headers
+    _healthy(server)
+
+
+def test_app_crash_gets_500_and_the_server_lives(server: str) -> None:
+    response = httpx.get(f"{server}/boom")
+    assert response.status_code == 500
+    assert response.text == "Internal Server Error"
+    _healthy(server)
+
+
+def test_client_disconnect_reaches_the_app(server: str) -> None:
+    before = len(httpx.get(f"{server}/disconnects").json())
+    with _connect(server) as sock:
+        sock.sendall(b"POST /wait HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\nx")
+        time.sleep(0.2)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        seen = httpx.get(f"{server}/disconnects").json()
+        if len(seen) > before:
+            assert seen[-1] == "http.disconnect"
+            return
+        time.sleep(0.05)
+    raise AssertionError("the app never saw the disconnect")
+
+
+def test_upgrade_request_is_answered_as_http_then_closed(server: str) -> None:
+    with _connect(server) as sock:
+        sock.sendall(
+            b"GET /echo HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
+        data = _read_all(sock)
+    assert data.startswith(b"HTTP/1.1 200 OK\r\n")
+    _healthy(server)
