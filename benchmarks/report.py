@@ -12,6 +12,7 @@ from results import HttpRow, Results, Target
 SERVER_LABELS = {
     "noop-uvicorn": "(b) no-op, uvicorn",
     "noop-granian": "(b) no-op, granian",
+    "noop-modelport": "(b) no-op, modelport's protocol",
     "fastapi": "(c) FastAPI tutorial",
     "modelport": "(d) modelport",
 }
@@ -24,8 +25,11 @@ DOC_HEADER = """# Benchmarks
   rows/s is the median of several timed loops. onnxruntime gets one intra-op thread per
   allowed CPU.
 - **(b) transport ceiling**: a raw ASGI app that reads the body and returns a constant JSON
-  body, on uvicorn (uvloop + httptools) and on granian; (b) is the faster of the two in
-  each cell.
+  body, on uvicorn (uvloop + httptools), on granian, and on uvicorn's server with
+  modelport's own HTTP protocol (`modelport.api.protocol:HttpProtocol`, what
+  `modelport serve` runs on); (b) is the fastest of the three in each cell. Since our
+  protocol is the fastest, the ratio against uvicorn and granian alone is shown too,
+  as "(b) 3rd-party", for comparison with earlier runs and other servers.
 - **(c) tutorial FastAPI app**: pydantic body, sync `def` endpoint, `predict_proba` /
   `session.run` per request, one uvicorn worker (`benchmarks/baselines/fastapi_app.py`).
 - **(d) modelport**: `modelport serve MODEL --port P --data-dir TMP --log-level warning`,
@@ -138,7 +142,16 @@ def ratio_table(res: Results, modes: list[str], models: list[str], conns: list[i
                         b.server if b else "—",
                     ]
                 )
-    head = ["mode", "model", "conns", "modelport/(c)", "modelport/(b)", "modelport/(a)", "(b) from"]
+    head = [
+        "mode",
+        "model",
+        "conns",
+        "modelport/(c)",
+        "modelport/(b)",
+        "modelport/(b) 3rd-party",
+        "modelport/(a)",
+        "(b) from",
+    ]
     return _table(head, rows)
 
 

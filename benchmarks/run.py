@@ -119,7 +119,7 @@ def parse_args(argv: list[str]) -> Config:
     p.add_argument(
         "--servers",
         default="noop,fastapi,modelport",
-        help="noop (= noop-uvicorn,noop-granian), fastapi, modelport",
+        help="noop (= noop-uvicorn,noop-granian,noop-modelport), fastapi, modelport",
     )
     p.add_argument("--batches", default="1,8,32,128", help="batch sizes for (a)")
     p.add_argument(

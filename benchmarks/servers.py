@@ -20,8 +20,9 @@ from models import ModelFiles
 
 BENCH_DIR = Path(__file__).resolve().parent
 VENV_BIN = Path(sys.executable).parent
-SERVER_NAMES = ("noop-uvicorn", "noop-granian", "fastapi", "modelport")  # rotation order
-SERVER_ALIASES = {"noop": ("noop-uvicorn", "noop-granian")}
+# rotation order
+SERVER_NAMES = ("noop-uvicorn", "noop-granian", "noop-modelport", "fastapi", "modelport")
+SERVER_ALIASES = {"noop": ("noop-uvicorn", "noop-granian", "noop-modelport")}
 READY_TIMEOUT_S = 90.0
 
 
@@ -48,7 +49,7 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _noop_uvicorn(model: ModelFiles, port: int) -> ServerSpec:
+def _noop_uvicorn(model: ModelFiles, port: int, http: str = "httptools") -> ServerSpec:
     argv = [
         str(VENV_BIN / "uvicorn"),
         "baselines.noop_asgi:app",
@@ -57,12 +58,18 @@ def _noop_uvicorn(model: ModelFiles, port: int) -> ServerSpec:
         "--loop",
         "uvloop",
         "--http",
-        "httptools",
+        http,
         "--no-access-log",
         "--log-level",
         "warning",
     ]
-    return ServerSpec("noop-uvicorn", argv, "/predict", model.native_body)
+    name = "noop-uvicorn" if http == "httptools" else "noop-modelport"
+    return ServerSpec(name, argv, "/predict", model.native_body)
+
+
+def _noop_modelport(model: ModelFiles, port: int) -> ServerSpec:
+    """The no-op app on uvicorn's server with modelport's HTTP protocol (api/protocol.py)."""
+    return _noop_uvicorn(model, port, http="modelport.api.protocol:HttpProtocol")
 
 
 def _noop_granian(model: ModelFiles, port: int) -> ServerSpec:
@@ -130,7 +137,12 @@ def _modelport(model: ModelFiles, port: int, extra: list[str]) -> ServerSpec:
     )
 
 
-BUILDERS = {"noop-uvicorn": _noop_uvicorn, "noop-granian": _noop_granian, "fastapi": _fastapi}
+BUILDERS = {
+    "noop-uvicorn": _noop_uvicorn,
+    "noop-granian": _noop_granian,
+    "noop-modelport": _noop_modelport,
+    "fastapi": _fastapi,
+}
 
 
 def spec_for(name: str, model: ModelFiles, port: int, modelport_args: list[str]) -> ServerSpec:

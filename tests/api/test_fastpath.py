@@ -42,6 +42,10 @@ class Client:
         self.messages: list[dict[str, Any]] = []
         self.gone = asyncio.Event()
         self._sent_body = False
+        self.on_disconnect: Any = None  # what the app registered via ON_DISCONNECT
+
+    def register(self, callback: Any) -> None:
+        self.on_disconnect = callback
 
     async def receive(self) -> dict[str, Any]:
         if not self._sent_body:
@@ -145,5 +149,63 @@ def test_executor_choice() -> None:
         out = await ex.run({"x": np.ones((2, 3), dtype=np.float32)})
         assert out["y"].tolist() == [[2, 2, 2]] * 2
         await ex.close()
+
+    asyncio.run(main())
+
+
+def test_with_the_disconnect_extension_no_watcher_runs_and_the_callback_drops_the_request(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    """Under modelport's protocol the server calls back on disconnect: no task waits in
+    receive(), even for a request queued longer than WATCH_AFTER_S."""
+    from modelport.api import fastpath
+    from modelport.api.protocol import ON_DISCONNECT
+
+    watchers = 0
+    real = fastpath._disconnected
+
+    async def counting(receive: Any) -> None:
+        nonlocal watchers
+        watchers += 1
+        await real(receive)
+
+    monkeypatch.setattr(fastpath, "_disconnected", counting)
+    release = threading.Event()
+
+    def gated(inputs: NamedArrays) -> NamedArrays:
+        if inputs["x"].any():
+            release.wait(10)
+        return {"y": inputs["x"]}
+
+    model = FakeModel(gated)
+    services = build_test_services(
+        {"m": model}, settings={"executors": {"mode": "thread"}}, data_dir=tmp_path
+    )
+    app = create_app(services)
+
+    async def main() -> None:
+        await services.registry.load_all()
+        model.calls.clear()
+        first, second = Client(), Client()
+        scopes = []
+        for client in (first, second):
+            s = scope()
+            s["extensions"] = {ON_DISCONNECT: client.register}
+            scopes.append(s)
+        a = asyncio.create_task(app(scopes[0], first.receive, first.send))
+        await asyncio.sleep(0.05)
+        b = asyncio.create_task(app(scopes[1], second.receive, second.send))
+        await asyncio.sleep(fastpath.WATCH_AFTER_S * 3)  # queued past the watch delay
+        assert second.on_disconnect is not None
+        second.on_disconnect()  # the server saw the connection drop
+        await asyncio.wait_for(b, 5)
+        release.set()
+        await asyncio.wait_for(a, 5)
+        assert first.status == 200
+        assert first.on_disconnect is None  # withdrawn once the prediction finished
+        assert second.status is None
+        assert model.calls == [1]
+        assert watchers == 0
+        await services.registry.close()
 
     asyncio.run(main())

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 from typing import Any
+
+from modelport.api.protocol import ON_DISCONNECT
 
 DISCONNECTS: list[str] = []
 
@@ -72,6 +75,12 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         await _read(receive)
         message = await receive()  # blocks until the client goes away
         DISCONNECTS.append(message["type"])
+    elif path == "/callback":  # the ON_DISCONNECT extension instead of receive()
+        await _read(receive)
+        seen = asyncio.Event()
+        scope["extensions"][ON_DISCONNECT](seen.set)
+        await seen.wait()
+        DISCONNECTS.append("callback")
     elif path == "/disconnects":
         await _read(receive)
         await _json(send, 200, DISCONNECTS)

@@ -262,16 +262,20 @@ def test_app_crash_gets_500_and_the_server_lives(server: str) -> None:
     _healthy(server)
 
 
-def test_client_disconnect_reaches_the_app(server: str) -> None:
+@pytest.mark.parametrize(
+    ("path", "seen_as"), [("/wait", "http.disconnect"), ("/callback", "callback")]
+)
+def test_client_disconnect_reaches_the_app(server: str, path: str, seen_as: str) -> None:
+    """Both ways: receive() returns http.disconnect, and the ON_DISCONNECT callback runs."""
     before = len(httpx.get(f"{server}/disconnects").json())
     with _connect(server) as sock:
-        sock.sendall(b"POST /wait HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\nx")
+        sock.sendall(b"POST %b HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\nx" % path.encode())
         time.sleep(0.2)
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
         seen = httpx.get(f"{server}/disconnects").json()
         if len(seen) > before:
-            assert seen[-1] == "http.disconnect"
+            assert seen[-1] == seen_as
             return
         time.sleep(0.05)
     raise AssertionError("the app never saw the disconnect")

@@ -17,6 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from modelport.api.codecs.native import decode, encode, parse_json
 from modelport.api.errors import error_body, error_parts
+from modelport.api.protocol import ON_DISCONNECT
 from modelport.api.responses import dumps
 from modelport.core.service import InferenceService
 from modelport.errors import InvalidInput, ModelportError, UnsupportedMediaType
@@ -26,6 +27,8 @@ log = logging.getLogger("modelport.api")
 _PREDICT_PATH = re.compile(r"^/v1/models/([^/]+)(?:/versions/([^/]+))?/predict$")
 _JSON_TYPES = (b"application/json", b"application/x-www-form-urlencoded", b"text/json")
 _JSON_HEADER = (b"content-type", b"application/json")
+_UNSEEN = object()
+_TARGET_CACHE_SIZE = 1024
 WATCH_AFTER_S = 0.02  # how long a request waits before we watch for its client leaving
 
 
@@ -71,13 +74,22 @@ class PredictFastPath:
     def __init__(self, app: ASGIApp, service: InferenceService) -> None:
         self.app = app
         self.service = service
+        # path -> (model, version) for predict paths, None for the rest
+        self._targets: dict[str, Any] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
-            match = _PREDICT_PATH.match(scope["path"])
-            if match is not None:
+            path = scope["path"]
+            target = self._targets.get(path, _UNSEEN)
+            if target is _UNSEEN:
+                match = _PREDICT_PATH.match(path)
+                target = match.groups() if match is not None else None
+                if len(self._targets) >= _TARGET_CACHE_SIZE:
+                    self._targets.clear()  # paths come from clients: stay bounded
+                self._targets[path] = target
+            if target is not None:
                 if scope["method"] == "POST":
-                    await self._predict(scope, receive, send, match.group(1), match.group(2))
+                    await self._predict(scope, receive, send, target[0], target[1])
                     return
                 rid = scope["state"]["request_id"]
                 message = f"{scope['method']} is not allowed here; use POST"
@@ -102,7 +114,7 @@ class PredictFastPath:
             check_content_type(content_type)
             timeout = parse_timeout(timeout_raw)
             inputs = decode(parse_json(await read_body(receive)), served.signature)
-            result = await self._run(receive, name, version, inputs, timeout, served)
+            result = await self._run(scope, receive, name, version, inputs, timeout, served)
             if result is None:
                 return  # the client went away; nobody to answer
             scope["state"]["rows"] = result.rows  # read by usage metering
@@ -128,6 +140,7 @@ class PredictFastPath:
 
     async def _run(
         self,
+        scope: Scope,
         receive: Receive,
         name: str,
         version: str | None,
@@ -137,30 +150,41 @@ class PredictFastPath:
     ) -> Any:
         """Predict, but give up (and leave the batch queue) if the client disconnects.
 
-        Watching for a disconnect takes a task per request, which costs as much as the rest
-        of the request path; so the watch starts only once a request has waited
-        ``WATCH_AFTER_S``. Requests answered sooner (nearly all) never pay for it; one that
-        queues longer behind a busy model is still dropped when its client goes away.
+        Under modelport's own HTTP protocol the server calls us back when the client goes
+        away (the ``ON_DISCONNECT`` scope extension), which costs nothing per request.
+        Under another ASGI server, finding out takes a task waiting in ``receive()``, which
+        costs as much as the rest of the request path; so that watch starts only once a
+        request has waited ``WATCH_AFTER_S``.
         """
         task = asyncio.current_task()
         assert task is not None
         gone = finished = False
-        watch: asyncio.Future[None] | None = None
 
-        def on_disconnect(fut: asyncio.Future[None]) -> None:
+        def cancel() -> None:
             nonlocal gone
-            # a watch that ends in the same loop turn as the prediction must not cancel
-            # the request afterwards, while it sends its answer
-            if not fut.cancelled() and not finished:
+            # a disconnect noticed in the same loop turn as the prediction ends must not
+            # cancel the request afterwards, while it sends its answer
+            if not finished:
                 gone = True
                 task.cancel()
 
-        def start_watch() -> None:
-            nonlocal watch
-            watch = asyncio.ensure_future(_disconnected(receive))
-            watch.add_done_callback(on_disconnect)
+        def on_watch_done(fut: asyncio.Future[None]) -> None:
+            if not fut.cancelled():
+                cancel()
 
-        timer = asyncio.get_running_loop().call_later(WATCH_AFTER_S, start_watch)
+        register = scope.get("extensions", {}).get(ON_DISCONNECT)
+        watch: asyncio.Future[None] | None = None
+        timer: asyncio.TimerHandle | None = None
+        if register is not None:
+            register(cancel)
+        else:
+
+            def start_watch() -> None:
+                nonlocal watch
+                watch = asyncio.ensure_future(_disconnected(receive))
+                watch.add_done_callback(on_watch_done)
+
+            timer = asyncio.get_running_loop().call_later(WATCH_AFTER_S, start_watch)
         try:
             return await self.service.predict(
                 name, version, inputs, timeout_s=timeout, served=served
@@ -171,7 +195,10 @@ class PredictFastPath:
             raise
         finally:
             finished = True
-            timer.cancel()
+            if register is not None:
+                register(None)
+            if timer is not None:
+                timer.cancel()
             if watch is not None:
                 watch.cancel()
 

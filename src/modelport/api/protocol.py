@@ -45,6 +45,10 @@ HIGH_WATER = 1 << 16  # buffered request body bytes before we stop reading the s
 MAX_HEAD_BYTES = 1 << 16  # request line + headers
 MAX_HEADERS = 128
 _ASGI = {"version": "3.0", "spec_version": "2.3"}
+# ASGI extension: ``scope["extensions"][ON_DISCONNECT](callback)`` asks to have ``callback()``
+# called as soon as the client goes away (``None`` withdraws it); no task has to sit in
+# ``receive()`` to find out. api/fastpath.py uses it to drop queued predictions.
+ON_DISCONNECT = "modelport.on_disconnect"
 _DISCONNECT = {"type": "http.disconnect"}
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _NO_BODY = frozenset((204, 304))
@@ -129,6 +133,11 @@ class HttpProtocol(asyncio.Protocol):
             if cycle is not None:
                 if not cycle.complete:
                     cycle.disconnected = True
+                    if cycle.gone is not None:
+                        try:
+                            cycle.gone()
+                        except Exception:
+                            log.exception("disconnect callback failed")
                 cycle.wake()
         self.pipeline.clear()
         if self.flow is not None:
@@ -255,6 +264,7 @@ class HttpProtocol(asyncio.Protocol):
         keep_alive = version != "1.0" and parser.should_keep_alive()
         previous = self.cycle
         cycle = Cycle(self, scope, keep_alive, self.expect_continue)
+        scope["extensions"] = {ON_DISCONNECT: cycle.on_disconnect}
         self.cycle = cycle
         if previous is None or previous.complete:
             self._start(cycle, app)
@@ -318,6 +328,7 @@ class Cycle:
         "continue_owed",
         "delivered",
         "disconnected",
+        "gone",
         "head",
         "keep_alive",
         "left",
@@ -339,12 +350,16 @@ class Cycle:
         self.more_body = True
         self.delivered = False  # the last body chunk went to the app
         self.disconnected = False
+        self.gone: Callable[[], None] | None = None  # see ON_DISCONNECT
         self.waiter: asyncio.Future[None] | None = None
         self.started = False
         self.complete = False
         self.head = b""  # status line and headers, written with the first body bytes
         self.chunked = False
         self.left = 0  # body bytes still owed under Content-Length
+
+    def on_disconnect(self, callback: Callable[[], None] | None) -> None:
+        self.gone = callback
 
     def wake(self) -> None:
         waiter = self.waiter
