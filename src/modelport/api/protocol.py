@@ -368,6 +368,15 @@ class Cycle:
 
     async def run(self, app: Callable[..., Any]) -> None:
         try:
+            await self._run(app)
+        finally:
+            # scope -> extensions -> on_disconnect -> this cycle -> scope is a reference
+            # cycle: break it, or every request leaves garbage for the cyclic GC
+            self.gone = None
+            self.scope["extensions"] = None
+
+    async def _run(self, app: Callable[..., Any]) -> None:
+        try:
             result = await app(self.scope, self.receive, self.send)
         except BaseException:
             log.exception("unhandled error in the ASGI app")

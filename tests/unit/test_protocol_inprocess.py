@@ -1,0 +1,91 @@
+"""HttpProtocol driven in-process with a fake transport: what a socket test cannot see.
+
+One ``transport.write`` per JSON response, and no reference cycles left per request (each
+would be work for the cyclic garbage collector, whose pauses were once our p99).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+from typing import Any
+
+import uvicorn
+from uvicorn.server import ServerState
+
+from modelport.api.protocol import HttpProtocol
+
+REQUEST = (
+    b"POST /p HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
+)
+
+
+async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    message = await receive()
+    assert message["body"] == b"{}"
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", b"2")],
+        }
+    )
+    await send({"type": "http.response.body", "body": b"{}"})
+
+
+class FakeTransport(asyncio.Transport):
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[bytes] = []
+        self.closed = False
+
+    def write(self, data: Any) -> None:
+        self.writes.append(bytes(data))
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def close(self) -> None:
+        self.closed = True
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return {"peername": ("127.0.0.1", 5000), "sockname": ("127.0.0.1", 8000)}.get(name, default)
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+
+def test_one_write_per_response_and_no_garbage_cycles() -> None:
+    async def main() -> None:
+        config = uvicorn.Config(app, log_config=None, lifespan="off")
+        protocol = HttpProtocol(config, ServerState(), {})
+        transport = FakeTransport()
+        protocol.connection_made(transport)
+        for _ in range(5):  # warm up
+            protocol.data_received(REQUEST)
+            await asyncio.sleep(0)
+            await asyncio.sleep(0)
+        transport.writes.clear()
+        gc.collect()
+        gc.disable()
+        try:
+            for _ in range(200):
+                protocol.data_received(REQUEST)
+                await asyncio.sleep(0)
+                await asyncio.sleep(0)
+            await asyncio.sleep(0.01)
+            assert len(transport.writes) == 200
+            assert all(
+                w.startswith(b"HTTP/1.1 200 OK\r\n") and w.endswith(b"\r\n\r\n{}")
+                for w in transport.writes
+            )
+            found = gc.collect()
+        finally:
+            gc.enable()
+        assert found < 50, f"{found} objects in reference cycles after 200 requests"
+        protocol.connection_lost(None)
+
+    asyncio.run(main())
