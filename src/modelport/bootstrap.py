@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from dataclasses import dataclass
 from pathlib import Path
 
 from modelport.api.security import build_gate  # security (issue 4)
@@ -10,6 +12,7 @@ from modelport.clock import MonotonicClock
 from modelport.core import repository
 from modelport.core.discovery import RuntimeTable
 from modelport.core.registry import ExecutorFactory, Registry
+from modelport.core.runtime import Isolation
 from modelport.core.service import InferenceService
 from modelport.settings import Settings
 
@@ -37,12 +40,17 @@ def _process_factory(settings: Settings) -> ExecutorFactory | None:
 def build(settings: Settings, *, demo_repository: Path | None = None) -> Services:
     """Wire every component from ``settings``. Does no model I/O (that happens at start-up)."""
     clock = MonotonicClock()
+    # processes x runtime threads = cores: N HTTP workers split the cores between them
+    threads = settings.executors.runtime_threads or max(
+        1, usable_cores() // settings.server.worker_count
+    )
     registry = Registry(
         RuntimeTable.discover(),
         settings.batching,
         settings.executors,
         clock,
         process_factory=_process_factory(settings),
+        runtime_threads=threads,
     )
     registry.add_sources(model_sources(settings, demo_repository))
     service = InferenceService(
@@ -58,3 +66,67 @@ def build(settings: Settings, *, demo_repository: Path | None = None) -> Service
     services.startup.append(gate.start)  # the usage flush loop
     services.shutdown.append(gate.stop)  # flushes usage and last-used times, closes stores
     return services
+
+
+# ── how many HTTP processes (``server.workers: auto``) ─────────────────────────────────────
+AUTO_MAX_WORKERS = 8
+AUTO_MAX_MODEL_BYTES = 256 * 1024 * 1024  # on disk, all models; each worker loads a copy
+
+
+@dataclass(frozen=True)
+class WorkerPlan:
+    count: int
+    reason: str
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (taskset and cgroup affinity respected)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def _size_on_disk(path: Path) -> int:
+    if path.is_file():
+        return path.stat().st_size
+    if path.is_dir():
+        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    return 0
+
+
+def plan_workers(settings: Settings, registry: Registry, cores: int | None = None) -> WorkerPlan:
+    """How many HTTP worker processes to run, and why.
+
+    One process runs one event loop, so the request path (HTTP, JSON, validation, and the
+    model itself for GIL-holding runtimes) uses one core; N processes on N cores serve
+    ~N times as much (docs/benchmarks.md, unpinned). The cost is a copy of every model per
+    process, and per-process state. So ``auto`` runs one worker per usable core unless:
+    there is one core; a model runs with ``isolation: process`` (its worker pool would be
+    multiplied); the models are large on disk (a copy each); or rate limits, quotas or
+    keys would be counted or kept per process (auth or limits on without Redis, or the
+    ``memory:`` state store). A number in ``server.workers`` is taken as given.
+    """
+    wanted = settings.server.workers
+    if isinstance(wanted, int):
+        return WorkerPlan(wanted, "as configured")
+    cores = usable_cores() if cores is None else cores
+    if cores < 2:
+        return WorkerPlan(1, "one usable core")
+    served = registry.served()
+    if any(config.isolation is Isolation.PROCESS for config, _ in served):
+        return WorkerPlan(1, "a model uses isolation: process, whose worker pool is per server")
+    size = sum(_size_on_disk(version.artifact) for _, version in served)
+    if size > AUTO_MAX_MODEL_BYTES:
+        return WorkerPlan(
+            1, f"the models take {size / 2**20:,.0f} MiB and each worker would load a copy"
+        )
+    limits = settings.limits
+    limited = settings.auth.enabled or any(
+        (limits.default_rate, limits.anonymous_rate, limits.default_quota)
+    )
+    if settings.state.redis_url is None and limited:
+        return WorkerPlan(1, "rate limits and quotas would be counted per process (set --redis)")
+    if (settings.state.url or "").startswith("memory:"):
+        return WorkerPlan(1, "the memory: state store is per process")
+    count = min(cores, AUTO_MAX_WORKERS)
+    return WorkerPlan(count, f"one per usable core ({cores})")

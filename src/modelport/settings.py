@@ -48,7 +48,11 @@ class _Frozen(BaseModel):
 class ServerSettings(_Frozen):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
-    workers: int = Field(1, ge=1, le=64, description="HTTP worker processes sharing the port")
+    workers: int | Literal["auto"] = Field(
+        "auto",
+        description="HTTP worker processes sharing the port; auto: one per usable core when "
+        "that is safe (small models, limits shared or off), else 1 (docs/architecture.md)",
+    )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     access_log: bool = False
     json_logs: bool = False
@@ -59,6 +63,24 @@ class ServerSettings(_Frozen):
         description="serving processes: fewer cyclic-GC passes and start-up objects frozen "
         "out of them once models load (cuts p99 ~8x under load; docs/benchmarks.md)",
     )
+
+    @field_validator("workers", mode="before")
+    @classmethod
+    def _check_workers(cls, value: Any) -> Any:
+        if isinstance(value, str) and value.strip().lower() == "auto":
+            return "auto"
+        try:
+            count = int(value)
+        except (TypeError, ValueError):
+            raise ValueError("workers must be a number from 1 to 64, or 'auto'") from None
+        if not 1 <= count <= 64:
+            raise ValueError("workers must be a number from 1 to 64, or 'auto'")
+        return count
+
+    @property
+    def worker_count(self) -> int:
+        """The number of HTTP processes once resolved (``auto`` before that counts as 1)."""
+        return self.workers if isinstance(self.workers, int) else 1
 
 
 class BatchingSettings(_Frozen):
@@ -79,6 +101,13 @@ class ExecutorSettings(_Frozen):
     threads: int = Field(1, ge=1, le=64, description="inference threads per model version")
     process_workers: int = Field(
         1, ge=1, le=64, description="worker processes for isolation: process"
+    )
+    runtime_threads: int | None = Field(
+        None,
+        ge=1,
+        le=256,
+        description="threads one model's runtime may use per batch (onnxruntime intra-op); "
+        "default: the usable cores divided by the HTTP workers",
     )
 
 

@@ -134,3 +134,18 @@ def test_workers_share_the_port(start_server: Any, tmp_path: Path) -> None:
         ids.add(r.headers["x-request-id"].split("-")[0])
     server.stop()
     assert server.output().count("Application startup complete") == 2
+
+
+def test_default_workers_are_one_per_usable_core(start_server: Any, tmp_path: Path) -> None:
+    """``workers: auto``: the small demo models with auth off get one process per core."""
+    import os
+
+    cores = len(os.sched_getaffinity(0))
+    server = start_server("--data-dir", str(tmp_path / "data"))
+    r = httpx.post(f"{server.url}/v1/models/iris/predict", json={"instances": [RECORD]})
+    assert r.status_code == 200
+    server.stop()
+    expected = min(cores, 8)
+    assert server.output().count("Application startup complete") == expected
+    if expected > 1:
+        assert f"with {expected} HTTP workers (one per usable core" in server.output()

@@ -40,8 +40,9 @@ from modelport.errors import ModelportError
 )
 @click.option(
     "--workers",
-    type=int,
-    help="HTTP worker processes sharing the port; each loads its own copy of the models [1].",
+    metavar="N|auto",
+    help="HTTP worker processes sharing the port; each loads its own copy of the models "
+    "[auto: one per usable core for small models when limits are shared or off, else 1].",
 )
 @security_options  # security (issue 4)
 @click.pass_context
@@ -68,7 +69,7 @@ def serve(
 
     from modelport.api.app import create_app
     from modelport.api.protocol import HttpProtocol
-    from modelport.bootstrap import build
+    from modelport.bootstrap import build, plan_workers
     from modelport.demo import ensure_demo_repository
     from modelport.observe.logging import configure
     from modelport.policy.network import check_exposure  # security (issue 4)
@@ -88,8 +89,13 @@ def serve(
         services = build(settings, demo_repository=demo)
     except ModelportError as exc:
         raise click.ClickException(exc.message) from exc
+    plan = plan_workers(settings, services.registry)
+    auto = settings.server.workers == "auto"
+    settings = settings.model_copy(
+        update={"server": settings.server.model_copy(update={"workers": plan.count})}
+    )
     server = settings.server
-    if server.workers > 1:
+    if plan.count > 1:
         # Each worker process builds its own services from the same resolved settings.
         if demo is not None:
             settings = settings.model_copy(update={"repository": demo, "demo": False})
@@ -102,13 +108,15 @@ def serve(
     scheme = "https" if tls.ssl_certfile else "http"
     base = f"{scheme}://{server.host}:{server.port}"
     names = ", ".join(services.registry.names())
-    workers = f" with {server.workers} HTTP workers" if server.workers > 1 else ""
+    workers = f" with {plan.count} HTTP workers ({plan.reason})" if plan.count > 1 else ""
+    if plan.count == 1 and auto:
+        logging.getLogger("modelport").info("one HTTP process: %s", plan.reason)
     echo_status(f"serving {names} on {base}{workers}  (docs: {base}/docs)")
     logging.getLogger("uvicorn.error").setLevel(server.log_level.upper())
     uvicorn.run(
         target,
-        factory=server.workers > 1,
-        workers=server.workers if server.workers > 1 else None,
+        factory=plan.count > 1,
+        workers=plan.count if plan.count > 1 else None,
         host=server.host,
         port=server.port,
         log_level=server.log_level,

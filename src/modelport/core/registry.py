@@ -113,8 +113,12 @@ class Registry:
         executors: ExecutorSettings,
         clock: Clock,
         process_factory: ExecutorFactory | None = None,
+        runtime_threads: int | None = None,
     ) -> None:
+        """``runtime_threads``: the default for a runtime's own thread pool (onnxruntime's
+        ``intra_op_threads``) where model.yaml does not set one."""
         self._runtimes = runtimes
+        self._runtime_threads = runtime_threads
         self._batching = batching
         self._executors = executors
         self._clock = clock
@@ -125,6 +129,10 @@ class Registry:
     # ── reading ──────────────────────────────────────────────────────────────
     def names(self) -> list[str]:
         return sorted(self._models)
+
+    def served(self) -> list[tuple[ModelConfig, ServedVersion]]:
+        """Every registered version with its model's config (planning, not serving)."""
+        return [(m.config, v) for m in self._models.values() for v in m.versions.values()]
 
     def get(self, name: str) -> ServedModel:
         try:
@@ -220,6 +228,10 @@ class Registry:
         self, runtime_name: str, artifact: Path, config: ModelConfig
     ) -> tuple[Signature, Executor]:
         runtime = self._runtimes.get(runtime_name)
+        if self._runtime_threads is not None and "intra_op_threads" not in config.options:
+            config = replace(
+                config, options={**config.options, "intra_op_threads": self._runtime_threads}
+            )
         loaded = await asyncio.to_thread(runtime.load, artifact, config)
         await asyncio.to_thread(loaded.warmup)
         threads = config.threads or self._executors.threads

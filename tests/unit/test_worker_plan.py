@@ -1,0 +1,115 @@
+"""``server.workers: auto``: how many HTTP processes, and the reason given."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from modelport.bootstrap import AUTO_MAX_MODEL_BYTES, AUTO_MAX_WORKERS, build, plan_workers
+from modelport.settings import load_settings
+
+
+def _plan(tmp_path: Path, flags: dict[str, Any], cores: int, artifact_bytes: int = 1000) -> Any:
+    artifact = tmp_path / "m.onnx"
+    artifact.write_bytes(b"\0" * artifact_bytes)
+    settings = load_settings({"data_dir": tmp_path / "data", "models": [artifact], **flags}, env={})
+    return plan_workers(settings, build(settings).registry, cores=cores)
+
+
+@pytest.mark.parametrize(
+    ("flags", "cores", "count", "reason"),
+    [
+        ({}, 1, 1, "one usable core"),
+        ({}, 2, 2, "one per usable core"),
+        ({}, 64, AUTO_MAX_WORKERS, "one per usable core"),
+        ({"server": {"workers": 3}}, 1, 3, "as configured"),
+        ({"auth": {"modes": "keys"}}, 4, 1, "per process"),
+        ({"auth": {"modes": "keys"}, "state": {"redis_url": "redis://127.0.0.1"}}, 4, 4, "core"),
+        ({"limits": {"anonymous_rate": "10/s"}}, 4, 1, "per process"),
+        ({"limits": {"default_quota": "100/day"}}, 4, 1, "per process"),
+        ({"state": {"url": "memory:"}}, 4, 1, "memory"),
+    ],
+    ids=[
+        "1-core",
+        "2-cores",
+        "capped",
+        "explicit",
+        "auth-local",
+        "auth-redis",
+        "rate",
+        "quota",
+        "memory-state",
+    ],  # fmt: skip
+)
+def test_plan(tmp_path: Path, flags: dict[str, Any], cores: int, count: int, reason: str) -> None:
+    plan = _plan(tmp_path, flags, cores)
+    assert plan.count == count
+    assert reason in plan.reason
+
+
+def test_large_models_stay_in_one_process(tmp_path: Path) -> None:
+    plan = _plan(tmp_path, {}, cores=4, artifact_bytes=AUTO_MAX_MODEL_BYTES + 1)
+    assert plan.count == 1
+    assert "MiB" in plan.reason
+
+
+def test_process_isolation_stays_in_one_process(tmp_path: Path) -> None:
+    repo = tmp_path / "repo" / "m"
+    (repo / "1").mkdir(parents=True)
+    (repo / "1" / "model.onnx").write_bytes(b"\0")
+    (repo / "model.yaml").write_text("isolation: process\n")
+    settings = load_settings({"data_dir": tmp_path / "data", "repository": repo.parent}, env={})
+    plan = plan_workers(settings, build(settings).registry, cores=4)
+    assert plan.count == 1
+    assert "isolation" in plan.reason
+
+
+@pytest.mark.parametrize("value", ["0", "65", "many", "-1"])
+def test_bad_worker_counts_are_refused(value: str) -> None:
+    with pytest.raises(Exception, match="workers must be a number from 1 to 64, or 'auto'"):
+        load_settings({"server": {"workers": value}}, env={})
+
+
+def test_runtime_threads_split_the_cores_between_workers(tmp_path: Path) -> None:
+    """N workers x runtime threads = cores, unless executors.runtime_threads says otherwise."""
+    from modelport.bootstrap import usable_cores
+
+    two = load_settings({"data_dir": tmp_path, "server": {"workers": 2}}, env={})
+    assert build(two).registry._runtime_threads == max(1, usable_cores() // 2)
+    pinned = load_settings(
+        {"data_dir": tmp_path, "server": {"workers": 2}, "executors": {"runtime_threads": 3}},
+        env={},
+    )
+    assert build(pinned).registry._runtime_threads == 3
+
+
+def test_the_registry_hands_its_thread_budget_to_onnxruntime(tmp_path: Path) -> None:
+    import asyncio
+
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"])],
+        "relu",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])],
+    )
+    path = tmp_path / "relu.onnx"
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    path.write_bytes(model.SerializeToString())
+    settings = load_settings(
+        {"data_dir": tmp_path / "d", "models": [path], "executors": {"runtime_threads": 1}},
+        env={},
+    )
+    registry = build(settings).registry
+
+    async def main() -> int:
+        await registry.load_all()
+        executor: Any = registry.resolve("relu").executor
+        threads = executor._model._session.get_session_options().intra_op_num_threads
+        await registry.close()
+        return int(threads)
+
+    assert asyncio.run(main()) == 1
