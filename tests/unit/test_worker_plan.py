@@ -41,7 +41,7 @@ def _plan(tmp_path: Path, flags: dict[str, Any], cores: int, artifact_bytes: int
         "rate",
         "quota",
         "memory-state",
-    ],  # fmt: skip
+    ],
 )
 def test_plan(tmp_path: Path, flags: dict[str, Any], cores: int, count: int, reason: str) -> None:
     plan = _plan(tmp_path, flags, cores)
