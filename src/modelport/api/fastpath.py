@@ -27,6 +27,7 @@ log = logging.getLogger("modelport.api")
 _PREDICT_PATH = re.compile(r"^/v1/models/([^/]+)(?:/versions/([^/]+))?/predict$")
 _JSON_TYPES = (b"application/json", b"application/x-www-form-urlencoded", b"text/json")
 _JSON_HEADER = (b"content-type", b"application/json")
+Answer = tuple[int, list[tuple[bytes, bytes]], bytes]  # status, headers, body
 _UNSEEN = object()
 _TARGET_CACHE_SIZE = 1024
 WATCH_AFTER_S = 0.02  # how long a request waits before we watch for its client leaving
@@ -77,30 +78,46 @@ class PredictFastPath:
         # path -> (model, version) for predict paths, None for the rest
         self._targets: dict[str, Any] = {}
 
+    def target(self, path: str) -> tuple[str, str | None] | None:
+        """(model, version or None) when ``path`` is a native predict path."""
+        target = self._targets.get(path, _UNSEEN)
+        if target is _UNSEEN:
+            match = _PREDICT_PATH.match(path)
+            target = match.groups() if match is not None else None
+            if len(self._targets) >= _TARGET_CACHE_SIZE:
+                self._targets.clear()  # paths come from clients: stay bounded
+            self._targets[path] = target
+        return target  # type: ignore[no-any-return]
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
-            path = scope["path"]
-            target = self._targets.get(path, _UNSEEN)
-            if target is _UNSEEN:
-                match = _PREDICT_PATH.match(path)
-                target = match.groups() if match is not None else None
-                if len(self._targets) >= _TARGET_CACHE_SIZE:
-                    self._targets.clear()  # paths come from clients: stay bounded
-                self._targets[path] = target
+            target = self.target(scope["path"])
             if target is not None:
                 if scope["method"] == "POST":
-                    await self._predict(scope, receive, send, target[0], target[1])
+                    answer = await self.answer(scope, None, receive, target[0], target[1])
+                    if answer is not None:
+                        await _send(send, *answer)
                     return
                 rid = scope["state"]["request_id"]
                 message = f"{scope['method']} is not allowed here; use POST"
                 body = error_body(scope["path"], rid, 405, "method_not_allowed", message)
-                await _send(send, 405, body, [_JSON_HEADER, (b"allow", b"POST")])
+                await _send(send, 405, [_JSON_HEADER, (b"allow", b"POST")], body)
                 return
         await self.app(scope, receive, send)
 
-    async def _predict(
-        self, scope: Scope, receive: Receive, send: Send, name: str, version: str | None
-    ) -> None:
+    async def answer(
+        self,
+        scope: Scope,
+        body: bytes | None,
+        receive: Receive | None,
+        name: str,
+        version: str | None,
+    ) -> Answer | None:
+        """The response to one predict request, or None if its client went away.
+
+        ``body``: the whole request body when the caller has it (api/direct.py), else it is
+        read from ``receive``.
+        """
         request_id: str = scope["state"]["request_id"]
         try:
             content_type = timeout_raw = None
@@ -113,12 +130,15 @@ class PredictFastPath:
             assert served.signature is not None
             check_content_type(content_type)
             timeout = parse_timeout(timeout_raw)
-            inputs = decode(parse_json(await read_body(receive)), served.signature)
+            if body is None:
+                assert receive is not None
+                body = await read_body(receive)
+            inputs = decode(parse_json(body), served.signature)
             result = await self._run(scope, receive, name, version, inputs, timeout, served)
             if result is None:
-                return  # the client went away; nobody to answer
+                return None  # the client went away; nobody to answer
             scope["state"]["rows"] = result.rows  # read by usage metering
-            body = dumps(
+            out = dumps(
                 {
                     "model": result.model,
                     "version": result.version,
@@ -126,22 +146,23 @@ class PredictFastPath:
                     "outputs": encode(result.signature, result.outputs),
                 }
             )
-            headers = [_JSON_HEADER, (b"x-model-version", result.version.encode())]
-            await _send(send, 200, body, headers)
+            return 200, [_JSON_HEADER, (b"x-model-version", result.version.encode())], out
         except ModelportError as exc:
             status, extra = error_parts(exc, request_id)
             headers = [_JSON_HEADER, *((k.encode(), v.encode()) for k, v in extra.items())]
-            body = error_body(scope["path"], request_id, status, exc.code, exc.message)
-            await _send(send, status, body, headers)
+            return (
+                status,
+                headers,
+                error_body(scope["path"], request_id, status, exc.code, exc.message),
+            )
         except Exception:
             log.exception("unhandled error for request %s", request_id)
-            body = error_body(scope["path"], request_id, 500, "internal", "")
-            await _send(send, 500, body, [_JSON_HEADER])
+            return 500, [_JSON_HEADER], error_body(scope["path"], request_id, 500, "internal", "")
 
     async def _run(
         self,
         scope: Scope,
-        receive: Receive,
+        receive: Receive | None,
         name: str,
         version: str | None,
         inputs: Any,
@@ -177,7 +198,7 @@ class PredictFastPath:
         timer: asyncio.TimerHandle | None = None
         if register is not None:
             register(cancel)
-        else:
+        elif receive is not None:
 
             def start_watch() -> None:
                 nonlocal watch
@@ -210,7 +231,7 @@ async def _disconnected(receive: Receive) -> None:
             return
 
 
-async def _send(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+async def _send(send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
     headers.append((b"content-length", str(len(body)).encode()))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})

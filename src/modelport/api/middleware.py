@@ -48,10 +48,9 @@ class EdgeMiddleware:
         self._prefix = os.urandom(4).hex()
         self._counter = itertools.count(1)
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    def begin(self, scope: Scope) -> tuple[bytes, bytes | None]:
+        """Give the request its id (``scope["state"]["request_id"]``); returns the id and
+        the declared ``Content-Length``. Shared with the direct predict path."""
         rid: bytes | None = None
         declared: bytes | None = None
         for key, value in scope["headers"]:
@@ -63,18 +62,29 @@ class EdgeMiddleware:
         if rid is None:
             rid = f"{self._prefix}-{next(self._counter):x}".encode()
         scope.setdefault("state", {})["request_id"] = rid.decode()
-        id_header = (b"x-request-id", rid)
-        policy = self.headers
-        tls = scope.get("scheme") == "https"
-        admin = scope["path"].startswith("/admin")
+        return rid, declared
+
+    def finish(
+        self, scope: Scope, rid: bytes, headers: list[tuple[bytes, bytes]]
+    ) -> list[tuple[bytes, bytes]]:
+        """``headers`` plus the security headers and the request id (changed in place)."""
+        if self.headers is not None:
+            headers += self.headers.extra(
+                headers, scope.get("scheme") == "https", scope["path"].startswith("/admin")
+            )
+        headers.append((b"x-request-id", rid))
+        return headers
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        rid, declared = self.begin(scope)
+        finish = self.finish
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                headers = list(message.get("headers", ()))
-                if policy is not None:
-                    headers += policy.extra(headers, tls, admin)
-                headers.append(id_header)
-                message["headers"] = headers
+                message["headers"] = finish(scope, rid, list(message.get("headers", ())))
             await send(message)
 
         length = _length(declared)

@@ -268,25 +268,62 @@ class SecurityMiddleware:
         # come from clients
         self._access: dict[tuple[str, str], Access] = {}
 
+    # ── the steps, as plain calls (the ASGI path below and api/direct.py share them) ──
+    def access(self, method: str, path: str) -> Access:
+        key = (method, path)
+        access = self._access.get(key)
+        if access is None:
+            access = classify(method, path, self.gate.public_paths)
+            if len(self._access) >= _ACCESS_CACHE_SIZE:
+                self._access.clear()
+            self._access[key] = access
+        return access
+
+    def client_of(self, scope: Scope) -> str:
+        peer = scope.get("client")
+        return self.gate.network.client_address(
+            peer[0] if peer else None, _header(scope, b"x-forwarded-for")
+        )
+
+    @staticmethod
+    def admitted(scope: Scope, decision: Decision, client: str) -> list[tuple[bytes, bytes]]:
+        """Record the caller for the route; returns the ``RateLimit-*`` headers to add."""
+        state: dict[str, Any] = scope.setdefault("state", {})
+        state["principal"] = decision.principal
+        state["client_address"] = client
+        if decision.rate is None:
+            return []
+        return [(k.lower().encode(), v.encode()) for k, v in decision.rate.headers().items()]
+
+    def record(
+        self,
+        scope: Scope,
+        decision: Decision,
+        model: str,
+        status: int,
+        version: str,
+        started: float,
+    ) -> None:
+        """Meter one answered predict request (no I/O: the meter flushes in batches)."""
+        state = scope["state"]
+        self.gate.meter.record(
+            decision.principal.usage_id,
+            model,
+            version or str(state.get("model_version", "")),
+            int(state.get("rows", 0)),
+            status >= 400,
+            float(state.get("inference_s", self._perf() - started)),
+        )
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        gate = self.gate
-        key = (scope["method"], scope["path"])
-        access = self._access.get(key)
-        if access is None:
-            access = classify(key[0], key[1], gate.public_paths)
-            if len(self._access) >= _ACCESS_CACHE_SIZE:
-                self._access.clear()
-            self._access[key] = access
+        access = self.access(scope["method"], scope["path"])
         if access.public:
             await self.app(scope, receive, send)
             return
-        peer = scope.get("client")
-        client = gate.network.client_address(
-            peer[0] if peer else None, _header(scope, b"x-forwarded-for")
-        )
+        client = self.client_of(scope)
         model = access.model
         try:
             if access.model_from_body:
@@ -295,19 +332,12 @@ class SecurityMiddleware:
                     access = Access(scope=scopes.predict("*"), metered=True)
                 else:
                     access = Access(scope=scopes.predict(model), model=model, metered=True)
-            decision = await gate.decide_async(access, credential_of(scope), client)
+            decision = await self.gate.decide_async(access, credential_of(scope), client)
         except ModelportError as exc:
             response = await handle_modelport_error(Request(scope), exc)
             await response(scope, receive, send)
             return
-        state: dict[str, Any] = scope.setdefault("state", {})
-        state["principal"] = decision.principal
-        state["client_address"] = client
-        rate_headers = (
-            [(k.lower().encode(), v.encode()) for k, v in decision.rate.headers().items()]
-            if decision.rate is not None
-            else []
-        )
+        rate_headers = self.admitted(scope, decision, client)
         status = 500
         version = ""
 
@@ -328,14 +358,7 @@ class SecurityMiddleware:
             await self.app(scope, receive, send_with_headers)
         finally:
             if access.metered and model is not None:
-                gate.meter.record(
-                    decision.principal.usage_id,
-                    model,
-                    version or str(state.get("model_version", "")),
-                    int(state.get("rows", 0)),
-                    status >= 400,
-                    float(state.get("inference_s", self._perf() - started)),
-                )
+                self.record(scope, decision, model, status, version, started)
 
 
 def principal_of(request: Request) -> Principal:
