@@ -12,6 +12,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp
 
 from modelport.api import gc_policy
+from modelport.api.direct import DirectPredict
 from modelport.api.errors import handle_http_exception, handle_modelport_error, handle_unexpected
 from modelport.api.fastpath import PredictFastPath
 from modelport.api.hardening import cors_middleware, response_headers  # security (issue 4)
@@ -76,10 +77,13 @@ def create_app(services: Services) -> ASGIApp:
         },
         lifespan=lifespan,
     )
-    app: ASGIApp = PredictFastPath(starlette, services.service)
+    fastpath = PredictFastPath(starlette, services.service)
+    app: ASGIApp = fastpath
+    gate_layer = None
     if services.security is not None:  # security (issue 4): 401/403/429 before any route
-        app = services.security.middleware(app)
-    for middleware in reversed(services.extras.get("middleware", [])):
+        app = gate_layer = services.security.middleware(app)
+    extras = services.extras.get("middleware", [])
+    for middleware in reversed(extras):
         app = middleware.cls(app, *middleware.args, **middleware.kwargs)
     limit = services.settings.server.body_limit_bytes
     too_large = payload_too_large(limit)
@@ -89,9 +93,15 @@ def create_app(services: Services) -> ASGIApp:
         app = layer.cls(app, *layer.args, **layer.kwargs)
         too_large = layer.cls(too_large, *layer.args, **layer.kwargs)
     # outermost: request id, body limit and security headers, so every answer gets them
-    return EdgeMiddleware(
+    edge = EdgeMiddleware(
         app,
         body_limit=limit,
         headers=response_headers(services.settings.security),
         too_large=too_large,
     )
+    # The same steps without ASGI, for modelport's HTTP protocol (api/direct.py); not when
+    # extra middleware must see every request, or the gate's checks run in a thread.
+    offload = services.security is not None and services.security.offload
+    if not extras and not offload:
+        edge.direct = DirectPredict(edge, gate_layer, fastpath)
+    return edge

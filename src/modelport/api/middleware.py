@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import os
 import re
+from typing import Any
 
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -47,6 +48,9 @@ class EdgeMiddleware:
         self.too_large = too_large or payload_too_large(body_limit)
         self._prefix = os.urandom(4).hex()
         self._counter = itertools.count(1)
+        # api/direct.py's DirectPredict, when create_app could build one: the protocol
+        # serves predict requests through it instead of through this ASGI chain
+        self.direct: Any = None
 
     def begin(self, scope: Scope) -> tuple[bytes, bytes | None]:
         """Give the request its id (``scope["state"]["request_id"]``); returns the id and

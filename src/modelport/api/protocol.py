@@ -87,6 +87,8 @@ class HttpProtocol(asyncio.Protocol):
         if not config.loaded:
             config.load()
         self.app = config.loaded_app
+        # api/direct.py: predict requests served without the ASGI chain (None: all ASGI)
+        self.direct: Any = getattr(self.app, "direct", None)
         self.loop = _loop or asyncio.get_event_loop()
         self.root_path = config.root_path
         self.limit_concurrency = config.limit_concurrency
@@ -265,6 +267,17 @@ class HttpProtocol(asyncio.Protocol):
         previous = self.cycle
         cycle = Cycle(self, scope, keep_alive, self.expect_continue)
         scope["extensions"] = {ON_DISCONNECT: cycle.on_disconnect}
+        direct = self.direct
+        if (
+            direct is not None
+            and app is self.app
+            and not self.expect_continue
+            and direct.accepts(scope["method"], path, self.headers)
+        ):
+            declared = next((v for k, v in self.headers if k == b"content-length"), b"0")
+            # over the limit (or unreadable): the ASGI chain answers with its 413 / 400
+            if declared.isdigit() and int(declared) <= direct.body_limit:
+                cycle.direct = direct
         self.cycle = cycle
         if previous is None or previous.complete:
             self._start(cycle, app)
@@ -278,6 +291,13 @@ class HttpProtocol(asyncio.Protocol):
             return
         cycle.chunks.append(body)
         cycle.buffered += len(body)
+        if cycle.direct is not None:
+            # the direct path takes the whole body at once, so keep reading up to the
+            # body limit; past it, the ASGI chain answers (413) as for any other request
+            if cycle.buffered > cycle.direct.body_limit:
+                cycle.direct = None
+                self._start_pending(cycle)
+            return
         if cycle.buffered > HIGH_WATER:
             self.flow.pause_reading()
         cycle.wake()
@@ -288,14 +308,29 @@ class HttpProtocol(asyncio.Protocol):
             return
         cycle.more_body = False
         cycle.wake()
+        self._start_pending(cycle)
 
     # -- running requests --------------------------------------------------------------
 
     def _start(self, cycle: Cycle, app: Any) -> None:
         self.active = cycle
-        task = self.loop.create_task(cycle.run(app))
+        if cycle.direct is not None:
+            if cycle.more_body:  # the direct path starts once the body is in
+                cycle.pending = app
+                return
+            coro = cycle.run_direct(cycle.direct)
+        else:
+            coro = cycle.run(app)
+        task = self.loop.create_task(coro)
         task.add_done_callback(self.tasks.discard)
         self.tasks.add(task)
+
+    def _start_pending(self, cycle: Cycle) -> None:
+        """Start a request that was waiting for its whole body (see ``_start``)."""
+        app = cycle.pending
+        if app is not None and cycle is self.active:
+            cycle.pending = None
+            self._start(cycle, app)
 
     def response_complete(self, cycle: Cycle) -> None:
         self.server_state.total_requests += 1
@@ -327,12 +362,14 @@ class Cycle:
         "conn",
         "continue_owed",
         "delivered",
+        "direct",
         "disconnected",
         "gone",
         "head",
         "keep_alive",
         "left",
         "more_body",
+        "pending",
         "scope",
         "started",
         "waiter",
@@ -351,6 +388,8 @@ class Cycle:
         self.delivered = False  # the last body chunk went to the app
         self.disconnected = False
         self.gone: Callable[[], None] | None = None  # see ON_DISCONNECT
+        self.direct: Any = None  # served by api/direct.py rather than the ASGI app
+        self.pending: Any = None  # the app to start once the body is in (direct path)
         self.waiter: asyncio.Future[None] | None = None
         self.started = False
         self.complete = False
@@ -372,6 +411,33 @@ class Cycle:
         finally:
             # scope -> extensions -> on_disconnect -> this cycle -> scope is a reference
             # cycle: break it, or every request leaves garbage for the cyclic GC
+            self.gone = None
+            self.scope["extensions"] = None
+
+    async def run_direct(self, direct: Any) -> None:
+        """Serve through api/direct.py: the whole body in, one response out."""
+        try:
+            chunks = self.chunks
+            body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+            self.chunks = []
+            self.delivered = True
+            try:
+                answer = await direct(self.scope, body)
+            except BaseException:
+                log.exception("unhandled error in the direct predict path")
+                if not self.started:
+                    await self._send_500()
+                return
+            if answer is None:
+                return  # the client went away
+            status, headers, out = answer
+            headers.append((b"content-length", b"%d" % len(out)))
+            if self.disconnected:
+                return
+            self._start_response(status, headers)
+            self.started = True
+            await self.send({"type": "http.response.body", "body": out})
+        finally:
             self.gone = None
             self.scope["extensions"] = None
 

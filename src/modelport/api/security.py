@@ -269,6 +269,10 @@ class SecurityMiddleware:
         self._access: dict[tuple[str, str], Access] = {}
 
     # ── the steps, as plain calls (the ASGI path below and api/direct.py share them) ──
+    def clock(self) -> float:
+        """Seconds, for the inference time metered when the route does not report one."""
+        return self._perf()
+
     def access(self, method: str, path: str) -> Access:
         key = (method, path)
         access = self._access.get(key)
