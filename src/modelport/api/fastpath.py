@@ -19,7 +19,8 @@ from modelport.api.codecs.native import decode, encode, parse_json
 from modelport.api.errors import error_body, error_parts
 from modelport.api.protocol import ON_DISCONNECT
 from modelport.api.responses import dumps
-from modelport.core.service import InferenceService
+from modelport.core.service import InferenceService, Pending, Prediction
+from modelport.core.signature import NamedArrays
 from modelport.errors import InvalidInput, ModelportError, UnsupportedMediaType
 
 log = logging.getLogger("modelport.api")
@@ -94,7 +95,7 @@ class PredictFastPath:
             target = self.target(scope["path"])
             if target is not None:
                 if scope["method"] == "POST":
-                    answer = await self.answer(scope, None, receive, target[0], target[1])
+                    answer = await self.answer(scope, receive, target[0], target[1])
                     if answer is not None:
                         await _send(send, *answer)
                     return
@@ -106,48 +107,54 @@ class PredictFastPath:
         await self.app(scope, receive, send)
 
     async def answer(
-        self,
-        scope: Scope,
-        body: bytes | None,
-        receive: Receive | None,
-        name: str,
-        version: str | None,
+        self, scope: Scope, receive: Receive, name: str, version: str | None
     ) -> Answer | None:
-        """The response to one predict request, or None if its client went away.
-
-        ``body``: the whole request body when the caller has it (api/direct.py), else it is
-        read from ``receive``.
-        """
-        request_id: str = scope["state"]["request_id"]
+        """The response to one predict request (body read from ``receive``), or None if
+        its client went away."""
         try:
-            content_type = timeout_raw = None
-            for key, value in scope["headers"]:
-                if key == b"content-type":
-                    content_type = value
-                elif key == b"x-request-timeout":
-                    timeout_raw = value
-            served = self.service.target(name, version)
-            assert served.signature is not None
-            check_content_type(content_type)
-            timeout = parse_timeout(timeout_raw)
-            if body is None:
-                assert receive is not None
-                body = await read_body(receive)
-            inputs = decode(parse_json(body), served.signature)
-            result = await self._run(scope, receive, name, version, inputs, timeout, served)
-            if result is None:
+            pending = self.prepare(scope, await read_body(receive), name, version)
+            outputs = await self._wait(scope, receive, pending.future)
+            if outputs is None:
                 return None  # the client went away; nobody to answer
-            scope["state"]["rows"] = result.rows  # read by usage metering
-            out = dumps(
-                {
-                    "model": result.model,
-                    "version": result.version,
-                    "request_id": request_id,
-                    "outputs": encode(result.signature, result.outputs),
-                }
-            )
-            return 200, [_JSON_HEADER, (b"x-model-version", result.version.encode())], out
-        except ModelportError as exc:
+            return self.render(scope, pending.result(outputs))
+        except Exception as exc:
+            return self.failure(scope, exc)
+
+    # The steps of ``answer``, also called one by one by api/direct.py, which waits with a
+    # callback instead of a task.
+    def prepare(self, scope: Scope, body: bytes, name: str, version: str | None) -> Pending:
+        """Check, decode, validate and queue the request; raises ``ModelportError``."""
+        content_type = timeout_raw = None
+        for key, value in scope["headers"]:
+            if key == b"content-type":
+                content_type = value
+            elif key == b"x-request-timeout":
+                timeout_raw = value
+        served = self.service.target(name, version)
+        assert served.signature is not None
+        check_content_type(content_type)
+        timeout = parse_timeout(timeout_raw)
+        inputs = decode(parse_json(body), served.signature)
+        return self.service.enqueue(name, version, inputs, timeout_s=timeout, served=served)
+
+    @staticmethod
+    def render(scope: Scope, result: Prediction) -> Answer:
+        state = scope["state"]
+        state["rows"] = result.rows  # read by usage metering
+        body = dumps(
+            {
+                "model": result.model,
+                "version": result.version,
+                "request_id": state["request_id"],
+                "outputs": encode(result.signature, result.outputs),
+            }
+        )
+        return 200, [_JSON_HEADER, (b"x-model-version", result.version.encode())], body
+
+    @staticmethod
+    def failure(scope: Scope, exc: BaseException) -> Answer:
+        request_id: str = scope["state"]["request_id"]
+        if isinstance(exc, ModelportError):
             status, extra = error_parts(exc, request_id)
             headers = [_JSON_HEADER, *((k.encode(), v.encode()) for k, v in extra.items())]
             return (
@@ -155,21 +162,14 @@ class PredictFastPath:
                 headers,
                 error_body(scope["path"], request_id, status, exc.code, exc.message),
             )
-        except Exception:
-            log.exception("unhandled error for request %s", request_id)
-            return 500, [_JSON_HEADER], error_body(scope["path"], request_id, 500, "internal", "")
+        log.error("unhandled error for request %s", request_id, exc_info=exc)
+        return 500, [_JSON_HEADER], error_body(scope["path"], request_id, 500, "internal", "")
 
-    async def _run(
-        self,
-        scope: Scope,
-        receive: Receive | None,
-        name: str,
-        version: str | None,
-        inputs: Any,
-        timeout: float | None,
-        served: Any,
-    ) -> Any:
-        """Predict, but give up (and leave the batch queue) if the client disconnects.
+    async def _wait(
+        self, scope: Scope, receive: Receive, future: asyncio.Future[NamedArrays]
+    ) -> NamedArrays | None:
+        """The outputs, or None if the client disconnected first (the queued request is
+        withdrawn, so the batcher drops it before inference).
 
         Under modelport's own HTTP protocol the server calls us back when the client goes
         away (the ``ON_DISCONNECT`` scope extension), which costs nothing per request.
@@ -177,17 +177,13 @@ class PredictFastPath:
         costs as much as the rest of the request path; so that watch starts only once a
         request has waited ``WATCH_AFTER_S``.
         """
-        task = asyncio.current_task()
-        assert task is not None
-        gone = finished = False
+        gone = False
 
         def cancel() -> None:
             nonlocal gone
-            # a disconnect noticed in the same loop turn as the prediction ends must not
-            # cancel the request afterwards, while it sends its answer
-            if not finished:
+            if not future.done():
                 gone = True
-                task.cancel()
+                future.cancel()
 
         def on_watch_done(fut: asyncio.Future[None]) -> None:
             if not fut.cancelled():
@@ -198,7 +194,7 @@ class PredictFastPath:
         timer: asyncio.TimerHandle | None = None
         if register is not None:
             register(cancel)
-        elif receive is not None:
+        else:
 
             def start_watch() -> None:
                 nonlocal watch
@@ -207,15 +203,13 @@ class PredictFastPath:
 
             timer = asyncio.get_running_loop().call_later(WATCH_AFTER_S, start_watch)
         try:
-            return await self.service.predict(
-                name, version, inputs, timeout_s=timeout, served=served
-            )
+            return await future
         except asyncio.CancelledError:
             if gone:
                 return None
+            future.cancel()  # this request's task was cancelled: leave the queue too
             raise
         finally:
-            finished = True
             if register is not None:
                 register(None)
             if timer is not None:

@@ -318,10 +318,9 @@ class HttpProtocol(asyncio.Protocol):
             if cycle.more_body:  # the direct path starts once the body is in
                 cycle.pending = app
                 return
-            coro = cycle.run_direct(cycle.direct)
-        else:
-            coro = cycle.run(app)
-        task = self.loop.create_task(coro)
+            cycle.serve_direct(cycle.direct)
+            return
+        task = self.loop.create_task(cycle.run(app))
         task.add_done_callback(self.tasks.discard)
         self.tasks.add(task)
 
@@ -414,32 +413,46 @@ class Cycle:
             self.gone = None
             self.scope["extensions"] = None
 
-    async def run_direct(self, direct: Any) -> None:
-        """Serve through api/direct.py: the whole body in, one response out."""
+    def serve_direct(self, direct: Any) -> None:
+        """Serve through api/direct.py: the whole body in, ``respond`` called once, no task."""
+        chunks = self.chunks
+        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        self.chunks = []
+        self.delivered = True
         try:
-            chunks = self.chunks
-            body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-            self.chunks = []
-            self.delivered = True
-            try:
-                answer = await direct(self.scope, body)
-            except BaseException:
-                log.exception("unhandled error in the direct predict path")
-                if not self.started:
-                    await self._send_500()
-                return
-            if answer is None:
-                return  # the client went away
-            status, headers, out = answer
-            headers.append((b"content-length", b"%d" % len(out)))
-            if self.disconnected:
-                return
+            direct.start(self.scope, body, self.respond)
+        except Exception:
+            log.exception("unhandled error in the direct predict path")
+            if not self.complete:
+                self.respond(None, failed=True)
+
+    def respond(self, answer: Any, failed: bool = False) -> None:
+        """The direct path's answer (status, headers, body), or None: the client left."""
+        if self.complete:
+            return
+        self.gone = None
+        self.scope["extensions"] = None  # no reference cycle left behind (see ``run``)
+        conn = self.conn
+        if answer is None:
+            if failed and not self.disconnected:
+                conn.transport.write(_plain(500, "Internal Server Error"))
+                conn.transport.close()
+            return
+        if self.disconnected:
+            return
+        status, headers, out = answer
+        headers.append((b"content-length", b"%d" % len(out)))
+        try:
             self._start_response(status, headers)
-            self.started = True
-            await self.send({"type": "http.response.body", "body": out})
-        finally:
-            self.gone = None
-            self.scope["extensions"] = None
+        except Exception:
+            log.exception("the direct predict path made an invalid response head")
+            self.respond(None, failed=True)
+            return
+        self.started = True
+        conn.transport.write(self.head + out)
+        self.head = b""
+        self.complete = True
+        conn.response_complete(self)
 
     async def _run(self, app: Callable[..., Any]) -> None:
         try:

@@ -149,6 +149,12 @@ class Batcher:
     async def submit(
         self, inputs: NamedArrays, rows: int, deadline: float | None = None
     ) -> NamedArrays:
+        return await self.enqueue(inputs, rows, deadline)
+
+    def enqueue(
+        self, inputs: NamedArrays, rows: int, deadline: float | None = None
+    ) -> asyncio.Future[NamedArrays]:
+        """Queue one request; its future gets the outputs (cancel it to withdraw)."""
         if self._closed:
             raise Overloaded("the model version is shutting down", retry_after=1.0)
         if len(self._queue) >= self.policy.max_queue:
@@ -165,7 +171,7 @@ class Batcher:
             task = asyncio.get_running_loop().create_task(self._drain())
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
-        return await future
+        return future
 
     def _pop_batch(self) -> list[_Item]:
         now = self._clock.now()

@@ -6,6 +6,7 @@ their requests into ``predict(model, version, inputs)`` and its result back.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -23,6 +24,20 @@ class Prediction:
     signature: Signature
     outputs: NamedArrays
     rows: int
+
+
+@dataclass(frozen=True)
+class Pending:
+    """A queued prediction: its future resolves to the outputs."""
+
+    served: ServedVersion
+    rows: int
+    future: asyncio.Future[NamedArrays]
+
+    def result(self, outputs: NamedArrays) -> Prediction:
+        served = self.served
+        assert served.signature is not None
+        return Prediction(served.model, served.version, served.signature, outputs, self.rows)
 
 
 class InferenceService:
@@ -47,9 +62,24 @@ class InferenceService:
         timeout_s: float | None = None,
         served: ServedVersion | None = None,
     ) -> Prediction:
+        pending = self.enqueue(model, version, inputs, timeout_s=timeout_s, served=served)
+        return pending.result(await pending.future)
+
+    def enqueue(
+        self,
+        model: str,
+        version: str | None,
+        inputs: Mapping[str, np.ndarray],
+        *,
+        timeout_s: float | None = None,
+        served: ServedVersion | None = None,
+    ) -> Pending:
+        """Validate and queue without waiting (``predict`` awaits this; the HTTP protocol's
+        direct path adds a callback instead). Raises at once for invalid input, a full
+        queue or a model that is not ready."""
         served = served or self.registry.resolve(model, version)
         assert served.signature is not None and served.batcher is not None
         arrays, rows = validate(served.signature, inputs, max_rows=self._max_rows)
         timeout = self._default_timeout_s if timeout_s is None else timeout_s
-        outputs = await served.batcher.submit(arrays, rows, self._clock.now() + timeout)
-        return Prediction(served.model, served.version, served.signature, outputs, rows)
+        future = served.batcher.enqueue(arrays, rows, self._clock.now() + timeout)
+        return Pending(served, rows, future)
