@@ -156,7 +156,7 @@ class PredictFastPath:
         request_id: str = scope["state"]["request_id"]
         if isinstance(exc, ModelportError):
             status, extra = error_parts(exc, request_id)
-            headers = [_JSON_HEADER, *((k.encode(), v.encode()) for k, v in extra.items())]
+            headers = [_JSON_HEADER, *((k.lower().encode(), v.encode()) for k, v in extra.items())]
             return (
                 status,
                 headers,

@@ -441,16 +441,27 @@ class Cycle:
         if self.disconnected:
             return
         status, headers, out = answer
-        headers.append((b"content-length", b"%d" % len(out)))
-        try:
-            self._start_response(status, headers)
-        except Exception:
-            log.exception("the direct predict path made an invalid response head")
+        # The direct path's own headers never set the framing (content-length,
+        # transfer-encoding, connection), so the head is built without the general scan
+        # of _start_response; the CR/LF count still guards every name and value.
+        parts = [STATUS_LINES[status]]
+        for name, value in conn.server_state.default_headers:
+            parts += (name, b": ", value, b"\r\n")
+        for name, value in headers:
+            parts += (name, b": ", value, b"\r\n")
+        parts.append(
+            b"content-length: %d\r\n\r\n" % len(out)
+            if self.keep_alive
+            else b"content-length: %d\r\nconnection: close\r\n\r\n" % len(out)
+        )
+        head = b"".join(parts)
+        lines = (len(parts) - 2) // 4 + (3 if self.keep_alive else 4)
+        if head.count(b"\n") != lines or head.count(b"\r") != lines:
+            log.error("the direct predict path made an invalid response head: %r", head)
             self.respond(None, failed=True)
             return
         self.started = True
-        conn.transport.write(self.head + out)
-        self.head = b""
+        conn.transport.write(head + out)
         self.complete = True
         conn.response_complete(self)
 
