@@ -126,14 +126,91 @@ def test_bench_command_against_a_running_server(start_server: Any, tmp_path: Pat
 
 
 def test_workers_share_the_port(start_server: Any, tmp_path: Path) -> None:
+    import time
+
     server = start_server("--data-dir", str(tmp_path / "data"), "--workers", "2")
+    deadline = time.monotonic() + 60  # /readyz answered by one; wait for both to listen
+    while server.output().count("Application startup complete") < 2:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
     ids = set()
     for _ in range(20):
         r = httpx.post(f"{server.url}/v1/models/iris/predict", json={"instances": [RECORD]})
         assert r.status_code == 200 and r.json()["outputs"][0]["label"] == "setosa"
         ids.add(r.headers["x-request-id"].split("-")[0])
-    server.stop()
+    assert len(ids) == 2  # SO_REUSEPORT: 20 new connections did not all land on one worker
+    assert server.stop() == 0
     assert server.output().count("Application startup complete") == 2
+
+
+def _children(pid: int) -> set[int]:
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return set()
+    return {int(p) for p in text.split()}
+
+
+def test_a_dead_worker_is_replaced_and_stop_is_clean(start_server: Any, tmp_path: Path) -> None:
+    import os
+    import signal
+    import time
+
+    server = start_server("--data-dir", str(tmp_path / "data"), "--workers", "2")
+    workers = {
+        p for p in _children(server.proc.pid) if "spawn" in Path(f"/proc/{p}/cmdline").read_text()
+    }
+    assert len(workers) == 2
+    deadline = time.monotonic() + 60  # /readyz answered by one; wait for both to be up
+    while server.output().count("Application startup complete") < 2:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    victim = sorted(workers)[0]
+    os.kill(victim, signal.SIGKILL)
+    # Connections already queued on the victim's own socket die with it (the cost of a
+    # socket per worker); wait until it is gone before counting on the survivor.
+    while "State:\tZ" not in (
+        Path(f"/proc/{victim}/status").read_text()
+        if Path(f"/proc/{victim}").exists()
+        else "State:\tZ"
+    ):
+        time.sleep(0.01)
+    deadline = time.monotonic() + 60
+    answered = resets = 0
+    while time.monotonic() < deadline:  # the survivor answers meanwhile; then a new one joins
+        try:
+            r = httpx.post(f"{server.url}/v1/models/iris/predict", json={"instances": [RECORD]})
+        except httpx.TransportError:
+            resets += 1  # tolerated once: a connection queued on the victim as it died
+            continue
+        assert r.status_code == 200
+        answered += 1
+        if server.output().count("Application startup complete") >= 3 and answered >= 5:
+            break
+        time.sleep(0.1)
+    assert server.output().count("Application startup complete") >= 3
+    assert resets <= 1 and answered >= 5
+    assert f"(pid {victim}) exited with status -9; starting another" in server.output()
+    assert server.stop() == 0
+    assert not any(Path(f"/proc/{p}").exists() for p in workers - {victim})
+
+
+def test_workers_on_a_taken_port_fail_clearly(tmp_path: Path) -> None:
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "modelport", "serve", "--port", str(port), "--workers", "2",
+             "--data-dir", str(tmp_path / "data")],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+    assert result.returncode != 0
+    assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
 
 
 def test_default_workers_are_one_per_usable_core(start_server: Any, tmp_path: Path) -> None:

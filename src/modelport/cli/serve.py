@@ -70,6 +70,7 @@ def serve(
     from modelport.api.app import create_app
     from modelport.api.protocol import HttpProtocol
     from modelport.bootstrap import build, plan_workers
+    from modelport.cli._workers import reuse_port_supported, run_workers
     from modelport.demo import ensure_demo_repository
     from modelport.observe.logging import configure
     from modelport.policy.network import check_exposure  # security (issue 4)
@@ -113,25 +114,37 @@ def serve(
         logging.getLogger("modelport").info("one HTTP process: %s", plan.reason)
     echo_status(f"serving {names} on {base}{workers}  (docs: {base}/docs)")
     logging.getLogger("uvicorn.error").setLevel(server.log_level.upper())
-    uvicorn.run(
-        target,
-        factory=plan.count > 1,
-        workers=plan.count if plan.count > 1 else None,
-        host=server.host,
-        port=server.port,
-        log_level=server.log_level,
-        access_log=server.access_log,
-        loop="uvloop",
-        http=HttpProtocol,
-        log_config=None,
-        timeout_graceful_shutdown=10,
+    options: dict[str, Any] = {
+        "host": server.host,
+        "port": server.port,
+        "log_level": server.log_level,
+        "access_log": server.access_log,
+        "loop": "uvloop",
+        "http": HttpProtocol,
+        "log_config": None,
+        "timeout_graceful_shutdown": 10,
         # security (issue 4): TLS; the client address comes from the gate's trusted-proxy
         # rule, so uvicorn must not rewrite it from X-Forwarded-For on its own
-        ssl_certfile=str(tls.ssl_certfile) if tls.ssl_certfile else None,
-        ssl_keyfile=str(tls.ssl_keyfile) if tls.ssl_keyfile else None,
-        proxy_headers=False,
-        server_header=False,
-    )
+        "ssl_certfile": str(tls.ssl_certfile) if tls.ssl_certfile else None,
+        "ssl_keyfile": str(tls.ssl_keyfile) if tls.ssl_keyfile else None,
+        "proxy_headers": False,
+        "server_header": False,
+    }
+    if plan.count == 1:
+        uvicorn.run(target, **options)
+    elif reuse_port_supported():  # a socket per worker: connections spread evenly
+        try:
+            status = run_workers(
+                plan.count, {"app": target, "factory": True, **options}, server.host, server.port
+            )
+        except OSError as exc:
+            raise click.ClickException(
+                f"cannot listen on {server.host}:{server.port}: {exc}"
+            ) from exc
+        if status:
+            raise SystemExit(status)
+    else:  # no SO_REUSEPORT here: uvicorn's workers, accepting from one shared socket
+        uvicorn.run(target, factory=True, workers=plan.count, **options)
 
 
 def worker_app() -> Any:

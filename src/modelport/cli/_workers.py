@@ -1,0 +1,113 @@
+"""HTTP worker processes, each with its own listening socket on the shared port.
+
+uvicorn's own ``--workers`` has every process accept from one shared socket, and the first
+to wake takes a whole burst of connections: measured here, 64 connections from wrk split
+61/3 and 54/10 between two workers, so one process did nearly all the work. With
+``SO_REUSEPORT`` each worker listens on a socket of its own and the kernel spreads new
+connections across them by address hash (docs/architecture.md, "Using every core").
+
+This supervisor starts the workers (spawned, so each builds its own services from the
+settings the parent published), restarts one that dies, gives up if they keep dying at
+start-up, and on SIGINT/SIGTERM asks each to shut down gracefully (uvicorn's handling of
+SIGTERM in the worker), then waits. The parent keeps a socket bound to the port (never
+listening, so it takes no connections) to hold the port for the group while workers
+restart.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import signal
+import socket
+import threading
+import time
+from typing import Any
+
+log = logging.getLogger("modelport.workers")
+
+RESTARTS_ALLOWED = 5  # within RESTART_WINDOW_S; past that the server gives up
+RESTART_WINDOW_S = 60.0
+
+
+def reuse_port_supported() -> bool:
+    return hasattr(socket, "SO_REUSEPORT")
+
+
+def reuseport_socket(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to (host, port) with SO_REUSEPORT; not yet listening."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    sock.set_inheritable(True)
+    return sock
+
+
+def _worker_main(config_kwargs: dict[str, Any], host: str, port: int) -> None:
+    """One worker: its own socket in the port's SO_REUSEPORT group, then uvicorn's server."""
+    import uvicorn
+
+    sock = reuseport_socket(host, port)
+    config = uvicorn.Config(**config_kwargs)
+    uvicorn.Server(config).run(sockets=[sock])
+
+
+def run_workers(count: int, config_kwargs: dict[str, Any], host: str, port: int) -> int:
+    """Run ``count`` workers until SIGINT/SIGTERM; returns the exit status."""
+    reserved = reuseport_socket(host, port)  # fails here, clearly, if the port is taken
+    port = reserved.getsockname()[1]
+    context = multiprocessing.get_context("spawn")
+    stop = threading.Event()
+
+    def start() -> Any:
+        process = context.Process(
+            target=_worker_main, args=(config_kwargs, host, port), name="modelport-worker"
+        )
+        process.start()
+        return process
+
+    def on_signal(signum: int, frame: Any) -> None:
+        stop.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    processes = [start() for _ in range(count)]
+    restarts: list[float] = []
+    status = 0
+    try:
+        while not stop.wait(0.25):
+            for i, process in enumerate(processes):
+                if process.is_alive():
+                    continue
+                now = time.monotonic()
+                restarts = [t for t in restarts if now - t < RESTART_WINDOW_S] + [now]
+                if len(restarts) > RESTARTS_ALLOWED:
+                    log.error(
+                        "workers keep exiting (%d restarts in %.0f s); stopping",
+                        len(restarts) - 1,
+                        RESTART_WINDOW_S,
+                    )
+                    status = 1
+                    stop.set()
+                    break
+                log.warning(
+                    "worker %d (pid %s) exited with status %s; starting another",
+                    i,
+                    process.pid,
+                    process.exitcode,
+                )
+                processes[i] = start()
+    finally:
+        for process in processes:
+            if process.is_alive() and process.pid is not None:
+                process.terminate()  # SIGTERM: uvicorn finishes in-flight requests first
+        for process in processes:
+            process.join(timeout=30)
+            if process.is_alive():
+                process.kill()
+                process.join()
+        reserved.close()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return status
