@@ -113,3 +113,9 @@ def test_the_registry_hands_its_thread_budget_to_onnxruntime(tmp_path: Path) -> 
         return int(threads)
 
     assert asyncio.run(main()) == 1
+
+
+@pytest.mark.parametrize("value", [0, 257, "many"])
+def test_bad_runtime_thread_counts_are_refused(value: Any) -> None:
+    with pytest.raises(Exception, match="runtime_threads"):
+        load_settings({"executors": {"runtime_threads": value}}, env={})
