@@ -409,3 +409,21 @@ def test_untrustworthy_content_length_is_counted_not_believed(
     assert sent[0]["status"] == 413
     assert len(chunks) >= 1  # stopped reading once past the 2048-byte limit
     assert small_limit_client.get("/healthz").status_code == 200
+
+
+def test_classification_rows_pick_the_first_best_label_as_argmax_does() -> None:
+    from modelport.api.codecs.native import encode
+    from modelport.core.signature import Signature, Task, TensorSpec
+
+    sig = Signature(
+        inputs=(TensorSpec("x", "float64", (-1, 1)),),
+        outputs=(TensorSpec("probabilities", "float64", (-1, 3)),),
+        task=Task.CLASSIFICATION,
+        labels=("a", "b", "c"),
+    )
+    probs = np.array([[0.2, 0.4, 0.4], [0.5, 0.25, 0.25], [0.0, 0.0, 1.0]])
+    rows = encode(sig, {"probabilities": probs})
+    assert [r["label"] for r in rows] == [sig.labels[i] for i in np.argmax(probs, axis=1)]
+    assert rows[0]["probabilities"] == {"a": 0.2, "b": 0.4, "c": 0.4}
+    with pytest.raises(ValueError):  # a model that returns the wrong number of columns
+        encode(sig, {"probabilities": np.array([[0.5, 0.5]])})

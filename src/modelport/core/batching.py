@@ -140,6 +140,9 @@ class Batcher:
         self._drains = 0
         self._closed = False
         self._tasks: set[asyncio.Task[None]] = set()
+        # The loop this batcher serves, found on first use. ``asyncio.get_running_loop()``
+        # costs a getpid() system call each time; two per request showed in the profile.
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.stats = BatchStats()
 
     @property
@@ -163,12 +166,15 @@ class Batcher:
                 f"the queue for this model is full ({self.policy.max_queue} requests)",
                 retry_after=1.0,
             )
-        future: asyncio.Future[NamedArrays] = asyncio.get_running_loop().create_future()
+        loop = self._loop
+        if loop is None or loop.is_closed():  # closed: a new loop (tests run several)
+            loop = self._loop = asyncio.get_running_loop()
+        future: asyncio.Future[NamedArrays] = loop.create_future()
         self._queue.append(_Item(inputs, rows, future, self._clock.now(), deadline))
         self._queued_rows += rows
         if self._drains < self.policy.concurrency:
             self._drains += 1
-            task = asyncio.get_running_loop().create_task(self._drain())
+            task = loop.create_task(self._drain())
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         return future

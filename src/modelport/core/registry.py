@@ -72,6 +72,8 @@ class ServedModel:
         if ref in self.aliases:
             return self.aliases[ref]
         if ref == "latest":
+            if len(self.versions) == 1:  # the common case, asked on every request
+                return next(iter(self.versions))
             candidates = self.ready_versions() or list(self.versions)
             if candidates:
                 return latest(candidates)

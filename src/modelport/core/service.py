@@ -17,7 +17,7 @@ from modelport.core.registry import Registry, ServedVersion
 from modelport.core.signature import NamedArrays, Signature, validate
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # one per request: a frozen dataclass's __init__ costs 4x
 class Prediction:
     model: str
     version: str
@@ -26,13 +26,19 @@ class Prediction:
     rows: int
 
 
-@dataclass(frozen=True)
 class Pending:
-    """A queued prediction: its future resolves to the outputs."""
+    """A queued prediction: its future resolves to the outputs. (A plain slotted class:
+    one is made per request, and a frozen dataclass's ``__init__`` costs several times
+    as much.)"""
 
-    served: ServedVersion
-    rows: int
-    future: asyncio.Future[NamedArrays]
+    __slots__ = ("future", "rows", "served")
+
+    def __init__(
+        self, served: ServedVersion, rows: int, future: asyncio.Future[NamedArrays]
+    ) -> None:
+        self.served = served
+        self.rows = rows
+        self.future = future
 
     def result(self, outputs: NamedArrays) -> Prediction:
         served = self.served

@@ -48,11 +48,17 @@ class TensorSpec:
     kind: ContentKind = ContentKind.TENSOR
     allow_nonfinite: bool = False
     value_range: tuple[float, float] | None = None
-    # derived once, used on every request
+    # derived once, used on every request (see ``validate``)
     np_dtype: np.dtype[Any] = field(init=False, repr=False, compare=False)
+    fixed_axes: tuple[tuple[int, int], ...] = field(init=False, repr=False, compare=False)
+    check_finite: bool = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "np_dtype", np.dtype(self.dtype))
+        dtype = np.dtype(self.dtype)
+        object.__setattr__(self, "np_dtype", dtype)
+        fixed = tuple((axis, dim) for axis, dim in enumerate(self.shape) if dim != -1)
+        object.__setattr__(self, "fixed_axes", fixed)
+        object.__setattr__(self, "check_finite", dtype.kind == "f" and not self.allow_nonfinite)
 
     @property
     def row_shape(self) -> tuple[int, ...]:
@@ -75,6 +81,10 @@ class Signature:
     outputs: tuple[TensorSpec, ...]
     task: Task = Task.GENERIC
     labels: tuple[str, ...] | None = None
+    input_names: frozenset[str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "input_names", frozenset(s.name for s in self.inputs))
 
     def input(self, name: str) -> TensorSpec:
         for spec in self.inputs:
@@ -142,14 +152,26 @@ def _kind_word(dtype: np.dtype[Any]) -> str:
     )
 
 
+_isfinite = np.isfinite
+_all = np.logical_and.reduce  # ndarray.all() without its Python-level wrapper
+
+
+def _finite(array: np.ndarray) -> bool:
+    """Whether a float array holds no NaN or infinity."""
+    return bool(_all(_isfinite(array), axis=None))
+
+
 def validate(
     signature: Signature, inputs: Mapping[str, np.ndarray], *, max_rows: int | None = None
 ) -> tuple[NamedArrays, int]:
-    """Check and cast ``inputs`` against ``signature``; returns (arrays, batch rows)."""
-    expected = {s.name for s in signature.inputs}
-    missing = sorted(expected - inputs.keys())
-    unknown = sorted(inputs.keys() - expected)
-    if missing or unknown:
+    """Check and cast ``inputs`` against ``signature``; returns (arrays, batch rows).
+
+    Runs on every request, so what can be worked out once lives on the specs
+    (``np_dtype``, ``fixed_axes``, ``check_finite``, ``Signature.input_names``)."""
+    if inputs.keys() != signature.input_names:
+        expected = signature.input_names
+        missing = sorted(expected - inputs.keys())
+        unknown = sorted(inputs.keys() - expected)
         parts = []
         if missing:
             parts.append(f"missing input(s) {missing}")
@@ -162,20 +184,25 @@ def validate(
         raw = inputs[spec.name]
         if raw.ndim and raw.shape[0] == 0:
             raise EmptyBatch(f"input '{spec.name}' holds no rows; send at least one")
-        array = _cast(spec, raw)
-        if array.ndim != len(spec.shape) or any(
-            want not in (-1, got) for want, got in zip(spec.shape, array.shape, strict=False)
-        ):
+        array = raw if raw.dtype == spec.np_dtype else _cast(spec, raw)
+        shape = array.shape
+        fits = len(shape) == len(spec.shape)
+        if fits:
+            for axis, dim in spec.fixed_axes:
+                if shape[axis] != dim:
+                    fits = False
+                    break
+        if not fits:
             raise InvalidInput(
                 f"input '{spec.name}': expected shape {_shape_str(spec.shape)}, "
-                f"received {list(array.shape)}"
+                f"received {list(shape)}"
             )
-        n = array.shape[0] if array.ndim else 1
+        n = shape[0] if shape else 1
         if rows is None:
             rows = n
         elif n != rows:
             raise InvalidInput(f"input '{spec.name}': has {n} rows but other inputs have {rows}")
-        if array.dtype.kind == "f" and not spec.allow_nonfinite and not np.isfinite(array).all():
+        if spec.check_finite and array.dtype.kind == "f" and not _finite(array):
             raise InvalidInput(
                 f"input '{spec.name}': NaN or infinite values are not allowed for this model"
             )

@@ -78,3 +78,23 @@ def test_multi_input_row_counts_must_agree() -> None:
     )
     with pytest.raises(InvalidInput, match="has 3 rows but other inputs have 2"):
         validate(sig, {"a": np.zeros((2, 2)), "b": np.zeros(3)})
+
+
+def test_finite_values_whose_sum_would_overflow_are_accepted() -> None:
+    big = np.finfo(np.float32).max
+    sig = Signature(inputs=(TensorSpec("x", "float32", (-1, 2)),), outputs=())
+    arrays, _ = validate(sig, {"x": np.array([[big, big]], dtype=np.float32)})
+    assert np.isfinite(arrays["x"]).all()
+    with pytest.raises(InvalidInput, match="NaN or infinite"):
+        validate(sig, {"x": np.array([[big, np.inf]], dtype=np.float32)})
+    with pytest.raises(InvalidInput, match="NaN or infinite"):
+        validate(sig, {"x": np.array([[np.inf, -np.inf]], dtype=np.float32)})  # sum is NaN
+
+
+def test_float64_json_values_that_overflow_float32_are_refused() -> None:
+    sig = Signature(inputs=(TensorSpec("x", "float32", (-1,)),), outputs=())
+    with (
+        pytest.warns(RuntimeWarning),
+        pytest.raises(InvalidInput, match="NaN or infinite"),
+    ):
+        validate(sig, {"x": np.array([1e39])})
