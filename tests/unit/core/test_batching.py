@@ -90,6 +90,23 @@ def test_lone_request_is_not_delayed() -> None:
     run(main)
 
 
+def test_requests_already_read_in_the_same_loop_turn_share_a_batch() -> None:
+    # The drain takes one more turn of the event loop before popping: a request whose
+    # callback is already scheduled (its socket was readable) joins this batch.
+    async def main() -> None:
+        model = GatedModel()
+        batcher = Batcher(model, BatchPolicy(), ManualClock())
+        loop = asyncio.get_running_loop()
+        first = batcher.enqueue(rows(1), 1)
+        later: list[asyncio.Future[NamedArrays]] = []
+        loop.call_soon(lambda: later.append(batcher.enqueue(rows(1, 5), 1)))
+        await first
+        await asyncio.gather(*later)
+        assert model.batches == [2]
+
+    run(main)
+
+
 def test_batches_form_while_the_executor_is_busy() -> None:
     async def main() -> None:
         model = GatedModel()
