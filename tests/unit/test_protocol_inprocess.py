@@ -89,3 +89,41 @@ def test_one_write_per_response_and_no_garbage_cycles() -> None:
         protocol.connection_lost(None)
 
     asyncio.run(main())
+
+
+def test_direct_predict_answers_and_meters_the_served_version(tmp_path: Any) -> None:
+    """A predict request served by the direct path (no ASGI) is answered with the same
+    headers and metered under the version that served it, as the ASGI gate does."""
+    from modelport.api.app import create_app
+    from modelport.testing import FakeModel, build_test_services
+
+    async def main() -> None:
+        services = build_test_services({"m": FakeModel()}, data_dir=tmp_path)
+        app = create_app(services)
+        await services.registry.load_all()
+        config = uvicorn.Config(app, log_config=None, lifespan="off", proxy_headers=False)
+        protocol = HttpProtocol(config, ServerState(), {})
+        assert protocol.direct is not None
+        transport = FakeTransport()
+        protocol.connection_made(transport)
+        body = b'{"inputs": [[1, 2, 3]]}'
+        head = b"POST /v1/models/m/predict HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n"
+        for _ in range(3):
+            protocol.data_received(head % len(body) + body)
+            for _ in range(5):
+                await asyncio.sleep(0)
+        assert len(transport.writes) == 3
+        answer = transport.writes[0]
+        assert answer.startswith(b"HTTP/1.1 200 OK\r\n")
+        for header in (b"x-model-version: 1", b"x-content-type-options: nosniff", b"x-request-id"):
+            assert header in answer
+        assert answer.endswith(b'"outputs":[{"y":[2.0,4.0,6.0]}]}')
+        gate = services.security
+        assert gate is not None
+        pending = gate.meter._pending
+        assert {group[:3]: counts.requests for group, counts in pending.items()} == {
+            ("anonymous", "m", "1"): 3
+        }
+        protocol.connection_lost(None)
+
+    asyncio.run(main())

@@ -54,11 +54,10 @@ class DirectPredict:
         self.fastpath = fastpath
         self.body_limit = edge.body_limit
 
-    def accepts(self, method: str, path: str, headers: list[tuple[bytes, bytes]]) -> bool:
-        """Whether this request is served here (else the protocol runs the ASGI app)."""
-        if method != "POST" or self.fastpath.target(path) is None:
-            return False
-        return all(key != b"origin" for key, _ in headers)
+    def accepts(self, method: str, path: str, browser: bool) -> bool:
+        """Whether this request is served here (else the protocol runs the ASGI app).
+        ``browser``: it carries an ``Origin`` header, which the CORS layer must see."""
+        return not browser and method == "POST" and self.fastpath.target(path) is not None
 
     def start(
         self, scope: dict[str, Any], body: bytes, respond: Callable[[Answer | None], None]
@@ -92,20 +91,16 @@ class DirectPredict:
         def finish(answer: Answer | None) -> None:
             if decision is not None and metered is not None:
                 assert security is not None
-                status, version = 500, ""  # what the ASGI gate records for a lost client
-                if answer is not None:
-                    status = answer[0]
-                    version = next(
-                        (v.decode("latin-1") for k, v in answer[1] if k == b"x-model-version"),
-                        "",
-                    )
-                security.record(scope, decision, metered, status, version, started)
+                # a lost client is recorded as the ASGI gate does: 500; the version of a
+                # served request is in the state (PredictFastPath.render puts it there)
+                status = 500 if answer is None else answer[0]
+                security.record(scope, decision, metered, status, "", started)
             if answer is None:
                 respond(None)
                 return
             status, headers, out = answer
             headers += rate_headers
-            respond((status, edge.finish(scope, rid, headers), out))
+            respond((status, edge.finish_api(scope, rid, headers), out))
 
         try:
             pending = fastpath.prepare(scope, body, target[0], target[1])

@@ -140,7 +140,8 @@ class PredictFastPath:
     @staticmethod
     def render(scope: Scope, result: Prediction) -> Answer:
         state = scope["state"]
-        state["rows"] = result.rows  # read by usage metering
+        state["rows"] = result.rows  # read by usage metering, with the version
+        state["model_version"] = result.version
         body = dumps(
             {
                 "model": result.model,

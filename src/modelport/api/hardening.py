@@ -42,7 +42,13 @@ class ResponseHeaders:
         )
         self._names = frozenset(k for k, _ in (*_ALWAYS, *_PAGE_ONLY, _CSP_API))
         self._api = [*_ALWAYS, _CSP_API]  # the common case, built once
+        self._api_tls = [*self._api, self._hsts] if self._hsts is not None else self._api
         self._page = [*_ALWAYS, *_PAGE_ONLY, _CSP_PAGE]
+
+    def for_api(self, tls: bool) -> list[tuple[bytes, bytes]]:
+        """``extra`` for a JSON answer that sets none of these headers itself and is not an
+        admin page (the direct predict path's answers): no scan of its headers needed."""
+        return self._api_tls if tls else self._api
 
     def extra(
         self, headers: list[tuple[bytes, bytes]], tls: bool, admin: bool

@@ -79,6 +79,16 @@ class EdgeMiddleware:
         headers.append((b"x-request-id", rid))
         return headers
 
+    def finish_api(
+        self, scope: Scope, rid: bytes, headers: list[tuple[bytes, bytes]]
+    ) -> list[tuple[bytes, bytes]]:
+        """``finish`` for the direct predict path's JSON answers, whose own headers never
+        include the security headers (so they need not be scanned for them)."""
+        if self.headers is not None:
+            headers += self.headers.for_api(scope["scheme"] == "https")
+        headers.append((b"x-request-id", rid))
+        return headers
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)

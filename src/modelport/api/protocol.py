@@ -117,6 +117,8 @@ class HttpProtocol(asyncio.Protocol):
         self.headers: list[tuple[bytes, bytes]] = []
         self.head_bytes = 0
         self.expect_continue = False
+        self.declared: bytes | None = None  # the first Content-Length
+        self.origin = False  # an Origin header came (a browser: CORS applies)
 
     # -- connection --------------------------------------------------------------------
 
@@ -214,6 +216,8 @@ class HttpProtocol(asyncio.Protocol):
         self.headers = []
         self.head_bytes = 0
         self.expect_continue = False
+        self.declared = None
+        self.origin = False
 
     def on_url(self, url: bytes) -> None:
         self.url += url
@@ -226,7 +230,12 @@ class HttpProtocol(asyncio.Protocol):
         if self.head_bytes > MAX_HEAD_BYTES or len(self.headers) >= MAX_HEADERS:
             raise _HeadTooLarge
         name = name.lower()
-        if name == b"expect" and value.lower() == b"100-continue":
+        if name == b"content-length":
+            if self.declared is None:
+                self.declared = value
+        elif name == b"origin":
+            self.origin = True
+        elif name == b"expect" and value.lower() == b"100-continue":
             self.expect_continue = True
         self.headers.append((name, value))
 
@@ -272,9 +281,9 @@ class HttpProtocol(asyncio.Protocol):
             direct is not None
             and app is self.app
             and not self.expect_continue
-            and direct.accepts(scope["method"], path, self.headers)
+            and direct.accepts(scope["method"], path, self.origin)
         ):
-            declared = next((v for k, v in self.headers if k == b"content-length"), b"0")
+            declared = self.declared or b"0"
             # over the limit (or unreadable): the ASGI chain answers with its 413 / 400
             if declared.isdigit() and int(declared) <= direct.body_limit:
                 cycle.direct = direct
