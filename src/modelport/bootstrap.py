@@ -41,9 +41,8 @@ def build(settings: Settings, *, demo_repository: Path | None = None) -> Service
     """Wire every component from ``settings``. Does no model I/O (that happens at start-up)."""
     clock = MonotonicClock()
     # processes x runtime threads = cores: N HTTP workers split the cores between them
-    threads = settings.executors.runtime_threads or max(
-        1, usable_cores() // settings.server.worker_count
-    )
+    cpu_share = max(1, usable_cores() // settings.server.worker_count)
+    threads = settings.executors.runtime_threads or cpu_share
     registry = Registry(
         RuntimeTable.discover(),
         settings.batching,
@@ -51,6 +50,7 @@ def build(settings: Settings, *, demo_repository: Path | None = None) -> Service
         clock,
         process_factory=_process_factory(settings),
         runtime_threads=threads,
+        cpu_share=cpu_share,
     )
     registry.add_sources(model_sources(settings, demo_repository))
     service = InferenceService(

@@ -96,7 +96,9 @@ class BatchingSettings(_Frozen):
 
 class ExecutorSettings(_Frozen):
     mode: Literal["auto", "thread", "inline"] = Field(
-        "auto", description="auto: a thread pool for models that release the GIL, else inline"
+        "auto",
+        description="auto: a thread pool for models that release the GIL when this process "
+        "has more than one core to itself, else inline on the event loop",
     )
     threads: int = Field(1, ge=1, le=64, description="inference threads per model version")
     process_workers: int = Field(

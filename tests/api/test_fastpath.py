@@ -142,6 +142,10 @@ def test_executor_choice() -> None:
     assert isinstance(choose_executor(python_model, "thread", 2, "m"), ThreadExecutor)
     python_model.releases_gil = True
     assert isinstance(choose_executor(python_model, "auto", 1, "m"), ThreadExecutor)
+    assert isinstance(choose_executor(python_model, "auto", 1, "m", cpu_share=2), ThreadExecutor)
+    # one core for this process: the loop could not run beside the model, so no thread
+    assert isinstance(choose_executor(python_model, "auto", 1, "m", cpu_share=1), InlineExecutor)
+    assert isinstance(choose_executor(python_model, "thread", 1, "m", cpu_share=1), ThreadExecutor)
     assert isinstance(choose_executor(python_model, "inline", 1, "m"), InlineExecutor)
 
     async def main() -> None:

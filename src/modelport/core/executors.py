@@ -1,7 +1,8 @@
 """Executors run a model's batched predict.
 
 ``ThreadExecutor`` uses a small thread pool, so the event loop keeps reading requests while
-the model computes: right for runtimes whose predict releases the GIL (onnxruntime).
+the model computes: right for runtimes whose predict releases the GIL (onnxruntime), when
+the process has a second core for the loop to run on.
 ``InlineExecutor`` calls predict on the event loop itself: for models whose predict is
 mostly Python holding the GIL (small scikit-learn pipelines), a thread only adds hand-offs
 and GIL contention — measured in docs/benchmarks.md — while requests that arrive during the
@@ -58,8 +59,17 @@ class InlineExecutor:
         return None
 
 
-def choose_executor(model: LoadedModel, mode: str, threads: int, name: str) -> Executor:
-    """``mode``: "thread", "inline", or "auto" (threads only if predict releases the GIL)."""
-    if mode == "inline" or (mode == "auto" and not getattr(model, "releases_gil", False)):
+def choose_executor(
+    model: LoadedModel, mode: str, threads: int, name: str, cpu_share: int | None = None
+) -> Executor:
+    """``mode``: "thread", "inline", or "auto": a thread only if predict releases the GIL
+    and this process has more than one core to itself (``cpu_share``: usable cores ÷ HTTP
+    workers; None = unknown). On one core the event loop cannot run beside the model
+    anyway, so a thread only adds hand-offs: inline measured ~10% more req/s for the ONNX
+    MLP pinned to one core, and ~19% with two workers on two cores (docs/benchmarks.md)."""
+    if mode == "auto":
+        gil_free = getattr(model, "releases_gil", False)
+        mode = "thread" if gil_free and (cpu_share is None or cpu_share > 1) else "inline"
+    if mode == "inline":
         return InlineExecutor(model)
     return ThreadExecutor(model, threads, name=name)

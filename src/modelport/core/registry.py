@@ -116,11 +116,14 @@ class Registry:
         clock: Clock,
         process_factory: ExecutorFactory | None = None,
         runtime_threads: int | None = None,
+        cpu_share: int | None = None,
     ) -> None:
         """``runtime_threads``: the default for a runtime's own thread pool (onnxruntime's
-        ``intra_op_threads``) where model.yaml does not set one."""
+        ``intra_op_threads``) where model.yaml does not set one. ``cpu_share``: the cores
+        this process has to itself (``executors.mode: auto`` picks with it)."""
         self._runtimes = runtimes
         self._runtime_threads = runtime_threads
+        self._cpu_share = cpu_share
         self._batching = batching
         self._executors = executors
         self._clock = clock
@@ -238,7 +241,7 @@ class Registry:
         await asyncio.to_thread(loaded.warmup)
         threads = config.threads or self._executors.threads
         return loaded.signature, choose_executor(
-            loaded, self._executors.mode, threads, artifact.stem
+            loaded, self._executors.mode, threads, artifact.stem, self._cpu_share
         )
 
     async def _load(self, model: ServedModel, version: ServedVersion) -> None:
@@ -255,7 +258,9 @@ class Registry:
                 await asyncio.to_thread(loaded.warmup)
                 threads = model.config.threads or self._executors.threads
                 inferred = loaded.signature
-                executor = choose_executor(loaded, self._executors.mode, threads, model.name)
+                executor = choose_executor(
+                    loaded, self._executors.mode, threads, model.name, self._cpu_share
+                )
             else:
                 inferred, executor = await self._thread_executor(
                     version.runtime, version.artifact, model.config
