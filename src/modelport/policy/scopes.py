@@ -29,7 +29,9 @@ def _pattern(granted: str) -> re.Pattern[str]:
 def allows(granted: Iterable[str], needed: str) -> bool:
     """True if any granted scope matches ``needed`` (``*`` matches any run of characters)."""
     for scope in granted:
-        if scope == needed or ("*" in scope and _pattern(scope).match(needed)):
+        if scope == needed or scope == "*":  # "*" alone (anonymous callers): no regex
+            return True
+        if "*" in scope and _pattern(scope).match(needed):
             return True
     return False
 
