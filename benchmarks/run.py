@@ -126,7 +126,7 @@ def parse_args(argv: list[str]) -> Config:
         "--out",
         type=Path,
         default=None,
-        help="docs page to update [docs/benchmarks.md; none for --quick]",
+        help="docs page to update, or 'none' [docs/benchmarks.md; none for --quick]",
     )
     p.add_argument("--label", default=None, help="section key in the page [full | quick]")
     p.add_argument("--work", type=Path, default=models.DEFAULT_DIR, help="model files, logs")
@@ -151,6 +151,8 @@ def parse_args(argv: list[str]) -> Config:
     )
     a = p.parse_args(argv)
     out = a.out if a.out is not None or a.quick else REPO / "docs" / "benchmarks.md"
+    if out is not None and str(out) == "none":  # the table on the terminal only
+        out = None
     return Config(
         duration=3.0 if a.quick else a.duration,
         warmup=1.0 if a.quick else a.warmup,

@@ -146,6 +146,8 @@ def test_executor_choice() -> None:
     # one core for this process: the loop could not run beside the model, so no thread
     assert isinstance(choose_executor(python_model, "auto", 1, "m", cpu_share=1), InlineExecutor)
     assert isinstance(choose_executor(python_model, "thread", 1, "m", cpu_share=1), ThreadExecutor)
+    # but a pool asked for (threads > 1) is a pool
+    assert isinstance(choose_executor(python_model, "auto", 2, "m", cpu_share=1), ThreadExecutor)
     assert isinstance(choose_executor(python_model, "inline", 1, "m"), InlineExecutor)
 
     async def main() -> None:

@@ -66,10 +66,14 @@ def choose_executor(
     and this process has more than one core to itself (``cpu_share``: usable cores ÷ HTTP
     workers; None = unknown). On one core the event loop cannot run beside the model
     anyway, so a thread only adds hand-offs: inline measured ~10% more req/s for the ONNX
-    MLP pinned to one core, and ~19% with two workers on two cores (docs/benchmarks.md)."""
+    MLP pinned to one core, and ~19% with two workers on two cores (docs/benchmarks.md).
+    The price, as for every inline model: while a batch computes, this process answers
+    nothing else (health checks included); ``--executor thread`` for slow models."""
     if mode == "auto":
         gil_free = getattr(model, "releases_gil", False)
-        mode = "thread" if gil_free and (cpu_share is None or cpu_share > 1) else "inline"
+        # threads > 1 (model.yaml ``threads``, ``executors.threads``) asks for a pool
+        spare_core = cpu_share is None or cpu_share > 1 or threads > 1
+        mode = "thread" if gil_free and spare_core else "inline"
     if mode == "inline":
         return InlineExecutor(model)
     return ThreadExecutor(model, threads, name=name)

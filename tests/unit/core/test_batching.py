@@ -107,6 +107,24 @@ def test_requests_already_read_in_the_same_loop_turn_share_a_batch() -> None:
     run(main)
 
 
+def test_two_slots_share_a_burst_without_a_failed_drain() -> None:
+    # concurrency 2: two drains start in one turn; the first takes the whole queue, and
+    # the second must find it empty and leave quietly (not fail on an empty deque)
+    async def main() -> None:
+        model = GatedModel()
+        batcher = Batcher(model, BatchPolicy(concurrency=2), ManualClock())
+        first = batcher.enqueue(rows(1), 1)
+        second = batcher.enqueue(rows(1, 5), 1)
+        drains = list(batcher._tasks)
+        assert len(drains) == 2
+        await asyncio.gather(first, second)
+        await asyncio.gather(*drains, return_exceptions=True)
+        assert [t.exception() for t in drains] == [None, None]
+        assert model.batches == [2]
+
+    run(main)
+
+
 def test_batches_form_while_the_executor_is_busy() -> None:
     async def main() -> None:
         model = GatedModel()
