@@ -347,7 +347,8 @@ class HttpProtocol(asyncio.Protocol):
             return
         if self.transport.is_closing():
             return
-        self.flow.resume_reading()
+        if self.flow.read_paused:
+            self.flow.resume_reading()
         if self.pipeline:
             queued, app = self.pipeline.pop()
             self._start(queued, app)

@@ -310,13 +310,14 @@ class SecurityMiddleware:
     ) -> None:
         """Meter one answered predict request (no I/O: the meter flushes in batches)."""
         state = scope["state"]
+        seconds = state.get("inference_s")
         self.gate.meter.record(
             decision.principal.usage_id,
             model,
             version or str(state.get("model_version", "")),
             int(state.get("rows", 0)),
             status >= 400,
-            float(state.get("inference_s", self._perf() - started)),
+            float(self._perf() - started if seconds is None else seconds),
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

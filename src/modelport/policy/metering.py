@@ -59,11 +59,22 @@ class Meter:
         self._lock = threading.Lock()
         self._flush_lock = threading.Lock()
         self._task: asyncio.Task[None] | None = None
+        # (start, end, "YYYY-MM-DD") of the UTC day of the last record, as one tuple so a
+        # reader in another thread never sees half of an update
+        self._day: tuple[float, float, str] = (0.0, 0.0, "")
+
+    def _today(self, now: float) -> str:
+        start, end, day = self._day
+        if not start <= now < end:  # a new day (or the clock was set back)
+            start = now // 86_400 * 86_400
+            day = utc_day(now)
+            self._day = (start, start + 86_400, day)
+        return day
 
     def record(
         self, key_id: str, model: str, version: str, rows: int, error: bool, seconds: float
     ) -> None:
-        group = (key_id, model, version, utc_day(self._clock.now()))
+        group = (key_id, model, version, self._today(self._clock.now()))
         with self._lock:
             counts = self._pending.get(group)
             if counts is None:

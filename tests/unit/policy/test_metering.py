@@ -34,6 +34,19 @@ def test_record_aggregates_and_flush_writes_one_batch() -> None:
     ]
 
 
+def test_the_day_changes_at_utc_midnight_and_when_the_clock_goes_back() -> None:
+    store = MemoryUsageStore()
+    midnight = 1_700_006_400.0  # 2023-11-15 00:00:00 UTC
+    clock = ManualClock(midnight - 0.5)
+    meter = Meter(store, clock)
+    for step in (0.0, 0.5, 86_399.0, 1.0, -86_401.0):  # the last one: back to the 14th
+        clock.advance(step)
+        meter.record("k", "m", "1", rows=1, error=False, seconds=0.0)
+    meter.flush()
+    days = {row.day: row.requests for row in store.query()}
+    assert days == {"2023-11-14": 2, "2023-11-15": 2, "2023-11-16": 1}
+
+
 class FlakyStore(MemoryUsageStore):
     def __init__(self) -> None:
         super().__init__()
