@@ -63,8 +63,8 @@ class Client:
         return starts[0]["status"] if starts else None
 
 
-def test_a_client_that_disconnects_while_queued_is_dropped_before_inference(tmp_path: Path) -> None:
-    release = threading.Event()
+def _gated_app(release: threading.Event, tmp_path: Path) -> tuple[FakeModel, Any, Any]:
+    """An app whose model (on a thread) holds every batch until ``release`` is set."""
 
     def gated(inputs: NamedArrays) -> NamedArrays:
         if inputs["x"].any():  # warm-up passes straight through
@@ -75,7 +75,12 @@ def test_a_client_that_disconnects_while_queued_is_dropped_before_inference(tmp_
     services = build_test_services(
         {"m": model}, settings={"executors": {"mode": "thread"}}, data_dir=tmp_path
     )
-    app = create_app(services)
+    return model, services, create_app(services)
+
+
+def test_a_client_that_disconnects_while_queued_is_dropped_before_inference(tmp_path: Path) -> None:
+    release = threading.Event()
+    model, services, app = _gated_app(release, tmp_path)
 
     async def main() -> None:
         await services.registry.load_all()
@@ -177,17 +182,7 @@ def test_with_the_disconnect_extension_no_watcher_runs_and_the_callback_drops_th
 
     monkeypatch.setattr(fastpath, "_disconnected", counting)
     release = threading.Event()
-
-    def gated(inputs: NamedArrays) -> NamedArrays:
-        if inputs["x"].any():
-            release.wait(10)
-        return {"y": inputs["x"]}
-
-    model = FakeModel(gated)
-    services = build_test_services(
-        {"m": model}, settings={"executors": {"mode": "thread"}}, data_dir=tmp_path
-    )
-    app = create_app(services)
+    model, services, app = _gated_app(release, tmp_path)
 
     async def main() -> None:
         await services.registry.load_all()

@@ -100,7 +100,7 @@ class DirectPredict:
                 return
             status, headers, out = answer
             headers += rate_headers
-            respond((status, edge.finish_api(scope, rid, headers), out))
+            respond((status, edge.finish(scope, rid, headers, api=True), out))
 
         try:
             pending = fastpath.prepare(scope, body, target[0], target[1])

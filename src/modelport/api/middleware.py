@@ -69,23 +69,18 @@ class EdgeMiddleware:
         return rid, declared
 
     def finish(
-        self, scope: Scope, rid: bytes, headers: list[tuple[bytes, bytes]]
+        self, scope: Scope, rid: bytes, headers: list[tuple[bytes, bytes]], *, api: bool = False
     ) -> list[tuple[bytes, bytes]]:
-        """``headers`` plus the security headers and the request id (changed in place)."""
+        """``headers`` plus the security headers and the request id (changed in place).
+        ``api``: a JSON answer whose own headers are known to include none of the security
+        headers and that is not an admin page (the direct predict path's): no scan needed."""
         if self.headers is not None:
-            headers += self.headers.extra(
-                headers, scope.get("scheme") == "https", scope["path"].startswith("/admin")
+            tls = scope.get("scheme") == "https"
+            headers += (
+                self.headers.for_api(tls)
+                if api
+                else self.headers.extra(headers, tls, scope["path"].startswith("/admin"))
             )
-        headers.append((b"x-request-id", rid))
-        return headers
-
-    def finish_api(
-        self, scope: Scope, rid: bytes, headers: list[tuple[bytes, bytes]]
-    ) -> list[tuple[bytes, bytes]]:
-        """``finish`` for the direct predict path's JSON answers, whose own headers never
-        include the security headers (so they need not be scanned for them)."""
-        if self.headers is not None:
-            headers += self.headers.for_api(scope["scheme"] == "https")
         headers.append((b"x-request-id", rid))
         return headers
 
