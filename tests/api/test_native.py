@@ -179,6 +179,15 @@ def test_non_finite_numbers_are_422(demo_client: TestClient) -> None:
         assert_error(r, 422, "invalid_input", "NaN or infinite values are not allowed")
 
 
+def test_only_strict_json_vouches_that_its_numbers_are_finite() -> None:
+    from modelport.api.codecs.native import read_json
+
+    assert read_json(b'{"inputs": [[1e308, -2]]}') == ({"inputs": [[1e308, -2]]}, True)
+    # the lenient fallback reads NaN/Infinity (so the check can name them): no vouching
+    payload, finite = read_json(b'{"inputs": [[NaN, Infinity]]}')
+    assert not finite and np.isnan(payload["inputs"][0][0])
+
+
 def test_batch_over_the_configured_maximum_is_422(tmp_path: Any) -> None:
     app = build_test_app(
         {"m": FakeModel()}, settings={"batching": {"max_request_rows": 5}}, data_dir=tmp_path

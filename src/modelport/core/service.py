@@ -79,13 +79,17 @@ class InferenceService:
         *,
         timeout_s: float | None = None,
         served: ServedVersion | None = None,
+        finite: bool = False,
     ) -> Pending:
         """Validate and queue without waiting (``predict`` awaits this; the HTTP protocol's
         direct path adds a callback instead). Raises at once for invalid input, a full
-        queue or a model that is not ready."""
+        queue or a model that is not ready. ``finite``: the caller vouches that the inputs'
+        numbers hold no NaN or infinity (they came from strict JSON; see ``validate``)."""
         served = served or self.registry.resolve(model, version)
         assert served.signature is not None and served.batcher is not None
-        arrays, rows = validate(served.signature, inputs, max_rows=self._max_rows)
+        arrays, rows = validate(
+            served.signature, inputs, max_rows=self._max_rows, finite=finite
+        )
         timeout = self._default_timeout_s if timeout_s is None else timeout_s
         future = served.batcher.enqueue(arrays, rows, self._clock.now() + timeout)
         return Pending(served, rows, future)

@@ -91,6 +91,22 @@ def test_finite_values_whose_sum_would_overflow_are_accepted() -> None:
         validate(sig, {"x": np.array([[np.inf, -np.inf]], dtype=np.float32)})  # sum is NaN
 
 
+def test_inputs_vouched_finite_skip_the_scan_only_where_no_cast_can_overflow() -> None:
+    f64 = Signature(inputs=(TensorSpec("x", "float64", (-1,)),), outputs=())
+    f32 = Signature(inputs=(TensorSpec("x", "float32", (-1,)),), outputs=())
+    # the caller's word is taken for float64 (the scan is what it saves)...
+    arrays, _ = validate(f64, {"x": np.array([np.nan])}, finite=True)
+    assert np.isnan(arrays["x"][0])
+    # ...but not without it, and never for a narrowing cast that overflows
+    with pytest.raises(InvalidInput, match="NaN or infinite"):
+        validate(f64, {"x": np.array([np.nan])})
+    with (
+        pytest.warns(RuntimeWarning),
+        pytest.raises(InvalidInput, match="NaN or infinite"),
+    ):
+        validate(f32, {"x": np.array([1e39])}, finite=True)
+
+
 def test_float64_json_values_that_overflow_float32_are_refused() -> None:
     sig = Signature(inputs=(TensorSpec("x", "float32", (-1,)),), outputs=())
     with (

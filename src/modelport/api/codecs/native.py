@@ -23,16 +23,23 @@ from modelport.errors import InvalidInput, MalformedRequest
 
 
 def parse_json(body: bytes) -> Any:
+    return read_json(body)[0]
+
+
+def read_json(body: bytes) -> tuple[Any, bool]:
+    """(payload, finite). ``finite``: strict JSON read it, so every number in it is a
+    finite double (orjson refuses ``NaN``, ``Infinity`` and numbers that overflow), and
+    the signature check may skip its NaN/infinity scan of float64 inputs."""
     if not body:
         raise MalformedRequest("the request body is empty; send a JSON object")
     try:
-        return orjson.loads(body)
+        return orjson.loads(body), True
     except orjson.JSONDecodeError as exc:
         error = exc
     # Python's json.dumps writes NaN/Infinity, which strict JSON (orjson) refuses; read them
     # here, off the fast path, so the signature check can answer with a precise 422.
     try:
-        return json.loads(body)
+        return json.loads(body), False
     except (ValueError, RecursionError):
         raise MalformedRequest(f"the body is not valid JSON: {error}") from None
 
