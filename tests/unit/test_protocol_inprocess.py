@@ -94,24 +94,11 @@ def test_one_write_per_response_and_no_garbage_cycles() -> None:
 def test_direct_predict_answers_and_meters_the_served_version(tmp_path: Any) -> None:
     """A predict request served by the direct path (no ASGI) is answered with the same
     headers and metered under the version that served it, as the ASGI gate does."""
-    from modelport.api.app import create_app
-    from modelport.testing import FakeModel, build_test_services
 
     async def main() -> None:
-        services = build_test_services({"m": FakeModel()}, data_dir=tmp_path)
-        app = create_app(services)
-        await services.registry.load_all()
-        config = uvicorn.Config(app, log_config=None, lifespan="off", proxy_headers=False)
-        protocol = HttpProtocol(config, ServerState(), {})
-        assert protocol.direct is not None
-        transport = FakeTransport()
-        protocol.connection_made(transport)
-        body = b'{"inputs": [[1, 2, 3]]}'
-        head = b"POST /v1/models/m/predict HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n"
+        services, protocol, transport = await _direct_protocol(tmp_path, ServerState())
         for _ in range(3):
-            protocol.data_received(head % len(body) + body)
-            for _ in range(5):
-                await asyncio.sleep(0)
+            await _predict(protocol)
         assert len(transport.writes) == 3
         answer = transport.writes[0]
         assert answer.startswith(b"HTTP/1.1 200 OK\r\n")
@@ -127,3 +114,54 @@ def test_direct_predict_answers_and_meters_the_served_version(tmp_path: Any) -> 
         protocol.connection_lost(None)
 
     asyncio.run(main())
+
+
+def test_direct_answers_carry_the_current_default_headers_and_refuse_bad_ones(
+    tmp_path: Any,
+) -> None:
+    """The server's default headers are rendered once per list uvicorn makes (each second,
+    for the date): a new list shows up on the next answer, and a CR/LF in one (a bad
+    ``--header``) gets a 500 and a closed connection, never a split response."""
+
+    async def main() -> None:
+        state = ServerState()
+        state.default_headers = [(b"date", b"Mon, 23 Nov 2026 11:00:00 GMT")]
+        _, protocol, transport = await _direct_protocol(tmp_path, state)
+        await _predict(protocol)
+        state.default_headers = [(b"date", b"Mon, 23 Nov 2026 11:00:01 GMT")]
+        await _predict(protocol)
+        assert b"\r\ndate: Mon, 23 Nov 2026 11:00:00 GMT\r\n" in transport.writes[0]
+        assert b"\r\ndate: Mon, 23 Nov 2026 11:00:01 GMT\r\n" in transport.writes[1]
+        state.default_headers = [(b"server", b"x\r\nset-cookie: evil=1")]
+        await _predict(protocol)
+        assert transport.writes[2].startswith(b"HTTP/1.1 500 ")
+        assert b"evil" not in transport.writes[2]
+        assert transport.closed
+        protocol.connection_lost(None)
+
+    asyncio.run(main())
+
+
+async def _direct_protocol(tmp_path: Any, state: ServerState) -> tuple[Any, Any, FakeTransport]:
+    """(services, protocol, transport): one connection to a served FakeModel ``m`` whose
+    predict requests take the direct path."""
+    from modelport.api.app import create_app
+    from modelport.testing import FakeModel, build_test_services
+
+    services = build_test_services({"m": FakeModel()}, data_dir=tmp_path)
+    app = create_app(services)
+    await services.registry.load_all()
+    config = uvicorn.Config(app, log_config=None, lifespan="off", proxy_headers=False)
+    protocol = HttpProtocol(config, state, {})
+    assert protocol.direct is not None
+    transport = FakeTransport()
+    protocol.connection_made(transport)
+    return services, protocol, transport
+
+
+async def _predict(protocol: HttpProtocol) -> None:
+    body = b'{"inputs": [[1, 2, 3]]}'
+    head = b"POST /v1/models/m/predict HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n"
+    protocol.data_received(head % len(body) + body)
+    for _ in range(5):
+        await asyncio.sleep(0)

@@ -356,6 +356,23 @@ class HttpProtocol(asyncio.Protocol):
             self._idle()
 
 
+_defaults_cache: tuple[Any, bytes | None] = (None, b"")
+
+
+def _rendered_defaults(headers: list[tuple[bytes, bytes]]) -> bytes | None:
+    """uvicorn's default response headers as head lines, rendered and checked once per
+    list (uvicorn makes a new list each second, for the date); None if a name or value
+    holds a CR or LF (``--header`` values come from the command line)."""
+    global _defaults_cache
+    cached, block = _defaults_cache
+    if headers is not cached:
+        block = b"".join(b"%s: %s\r\n" % (name, value) for name, value in headers)
+        if block.count(b"\n") != len(headers) or block.count(b"\r") != len(headers):
+            block = None
+        _defaults_cache = (headers, block)
+    return block
+
+
 class _HeadTooLarge(Exception):
     """Raised from a parser callback to stop parsing an oversized request head."""
 
@@ -453,25 +470,33 @@ class Cycle:
         status, headers, out = answer
         # The direct path's own headers never set the framing (content-length,
         # transfer-encoding, connection), so the head is built without the general scan
-        # of _start_response; the CR/LF count still guards every name and value.
-        parts = [STATUS_LINES[status]]
-        for name, value in conn.server_state.default_headers:
-            parts += (name, b": ", value, b"\r\n")
+        # of _start_response. The server's default headers (date, server) change once a
+        # second and are rendered and checked once (``_rendered_defaults``); the CR/LF
+        # count still guards every name and value of this answer's own headers.
+        parts: list[bytes] = []
         for name, value in headers:
             parts += (name, b": ", value, b"\r\n")
-        parts.append(
-            b"content-length: %d\r\n\r\n" % len(out)
-            if self.keep_alive
-            else b"content-length: %d\r\nconnection: close\r\n\r\n" % len(out)
-        )
-        head = b"".join(parts)
-        lines = (len(parts) - 2) // 4 + (3 if self.keep_alive else 4)
-        if head.count(b"\n") != lines or head.count(b"\r") != lines:
-            log.error("the direct predict path made an invalid response head: %r", head)
+        own = b"".join(parts)
+        lines = len(headers)
+        defaults = _rendered_defaults(conn.server_state.default_headers)
+        if own.count(b"\n") != lines or own.count(b"\r") != lines or defaults is None:
+            log.error("the direct predict path made an invalid response head: %r", own)
             self.respond(None, failed=True)
             return
         self.started = True
-        conn.transport.write(head + out)
+        conn.transport.write(
+            b"".join(
+                (
+                    STATUS_LINES[status],
+                    defaults,
+                    own,
+                    b"content-length: %d\r\n\r\n" % len(out)
+                    if self.keep_alive
+                    else b"content-length: %d\r\nconnection: close\r\n\r\n" % len(out),
+                    out,
+                )
+            )
+        )
         self.complete = True
         conn.response_complete(self)
 

@@ -87,9 +87,7 @@ class InferenceService:
         numbers hold no NaN or infinity (they came from strict JSON; see ``validate``)."""
         served = served or self.registry.resolve(model, version)
         assert served.signature is not None and served.batcher is not None
-        arrays, rows = validate(
-            served.signature, inputs, max_rows=self._max_rows, finite=finite
-        )
+        arrays, rows = validate(served.signature, inputs, max_rows=self._max_rows, finite=finite)
         timeout = self._default_timeout_s if timeout_s is None else timeout_s
         future = served.batcher.enqueue(arrays, rows, self._clock.now() + timeout)
         return Pending(served, rows, future)
