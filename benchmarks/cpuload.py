@@ -64,6 +64,12 @@ class Meter:
     def _snap(self) -> Snapshot:
         return Snapshot(time.monotonic(), machine_busy_s(), tree_cpu_s(self.root), children_cpu_s())
 
+    def spent(self) -> tuple[float, float]:
+        """CPU seconds since the start: (the tree under test, this process's reaped
+        children, e.g. ``wrk``)."""
+        end = self._snap()
+        return end.tree - self.start.tree, end.children - self.start.children
+
     def background_cpus(self) -> float:
         end = self._snap()
         ours = (end.tree - self.start.tree) + (end.children - self.start.children)

@@ -92,9 +92,17 @@ def _notes(escaped: int | None, background: float | None) -> str:
 
 def _http_cells(r: HttpRow) -> list[str]:
     if r.error is not None:
-        return ["—", "—", "—", "—", f"error: {r.error[:160]}"]
+        return ["—", "—", "—", "—", "—", "—", f"error: {r.error[:160]}"]
     note = _notes(r.escaped_threads, r.background_cpu)
-    return [_num(r.rps, ",.0f"), _num(r.p50_ms, ".2f"), _num(r.p99_ms, ".2f"), str(r.errors), note]
+    return [
+        _num(r.rps, ",.0f"),
+        _num(r.p50_ms, ".2f"),
+        _num(r.p99_ms, ".2f"),
+        str(r.errors),
+        _num(r.server_cpu_us, ".1f"),
+        _num(r.load_cpu_us, ".1f"),
+        note,
+    ]
 
 
 def http_table(res: Results, mode: str) -> list[str]:
@@ -103,7 +111,18 @@ def http_table(res: Results, mode: str) -> list[str]:
         if r.mode == mode:
             label = SERVER_LABELS.get(r.server, r.server)
             rows.append([r.model, str(r.connections), label, *_http_cells(r)])
-    head = ["model", "conns", "server", "req/s", "p50 ms", "p99 ms", "errors", "note"]
+    head = [
+        "model",
+        "conns",
+        "server",
+        "req/s",
+        "p50 ms",
+        "p99 ms",
+        "errors",
+        "server µs/req",
+        "wrk µs/req",
+        "note",
+    ]
     return _table(head, rows)
 
 

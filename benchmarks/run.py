@@ -68,6 +68,7 @@ class Config:
     servers: list[str]
     batches: list[int]
     out: Path | None
+    save: bool  # write benchmarks/results/<timestamp>.json (not with --out none)
     label: str
     work: Path
     quick: bool
@@ -126,7 +127,8 @@ def parse_args(argv: list[str]) -> Config:
         "--out",
         type=Path,
         default=None,
-        help="docs page to update, or 'none' [docs/benchmarks.md; none for --quick]",
+        help="docs page to update, or 'none' (tables on the terminal only, no results "
+        "file) [docs/benchmarks.md; none for --quick]",
     )
     p.add_argument("--label", default=None, help="section key in the page [full | quick]")
     p.add_argument("--work", type=Path, default=models.DEFAULT_DIR, help="model files, logs")
@@ -162,6 +164,7 @@ def parse_args(argv: list[str]) -> Config:
         servers=_servers(a.servers),
         batches=[int(b) for b in _csv(a.batches)],
         out=out,
+        save=a.out is None or str(a.out) != "none",
         label=a.label or ("quick" if a.quick else "full"),
         work=a.work.resolve(),
         quick=a.quick,
@@ -270,6 +273,10 @@ def _load(server: RunningServer, row: HttpRow, cfg: Config, where: Placement) ->
     meter = cpuload.Meter(server.proc.pid)
     result = wrk(server.url, server.spec.body, row.connections, cfg.duration, where.load_prefix)
     row.background_cpu = meter.background_cpus()
+    server_s, load_s = meter.spent()
+    if result.requests:
+        row.server_cpu_us = server_s / result.requests * 1e6
+        row.load_cpu_us = load_s / result.requests * 1e6
     row.rps, row.p50_ms, row.p99_ms = result.rps, result.p50_ms, result.p99_ms
     row.socket_errors, row.non2xx = result.socket_errors, result.non2xx
     row.escaped_threads = escaped
@@ -305,6 +312,7 @@ def _progress(row: HttpRow) -> None:
         text = (
             f"{row.rps:>9,.0f} req/s  p50 {row.p50_ms:7.2f} ms  p99 {row.p99_ms:7.2f} ms"
             f"  errors {row.errors}  re-pinned {row.escaped_threads}"
+            f"  CPU/req server {row.server_cpu_us or 0:.1f} µs, wrk {row.load_cpu_us or 0:.1f} µs"
             f"  background {row.background_cpu or 0:.2f} CPU"
         )
     print(f"  {row.mode:8} {row.model} c={row.connections:<3} {row.server:13} {text}", flush=True)
@@ -375,7 +383,11 @@ def main(argv: list[str]) -> int:
     checks = targets(res, cfg.modes, cfg.models, cfg.connections)
     text = report.section(cfg.label, meta, res, cfg.modes, cfg.models, cfg.connections, checks)
     print("\n" + text)
-    path = save_json(cfg, meta, res, [asdict(t) | {"verdict": t.verdict} for t in checks], started)
+    if not cfg.save:  # --out none: the tables on the terminal, no files
+        print(f"({time.monotonic() - t0:.0f} s; --out none: no results file written)")
+        return 0
+    checks_json = [asdict(t) | {"verdict": t.verdict} for t in checks]
+    path = save_json(cfg, meta, res, checks_json, started)
     print(f"results: {path.relative_to(REPO)}  ({time.monotonic() - t0:.0f} s)")
     if cfg.out is not None:
         report.write_doc(cfg.out, cfg.label, text)
