@@ -231,7 +231,7 @@ class Registry:
 
     async def _thread_executor(
         self, runtime_name: str, artifact: Path, config: ModelConfig
-    ) -> tuple[LoadedModel, Executor]:
+    ) -> tuple[Signature, Executor]:
         runtime = self._runtimes.get(runtime_name)
         if self._runtime_threads is not None and "intra_op_threads" not in config.options:
             config = replace(
@@ -240,14 +240,13 @@ class Registry:
         loaded = await asyncio.to_thread(runtime.load, artifact, config)
         await asyncio.to_thread(loaded.warmup)
         threads = config.threads or self._executors.threads
-        return loaded, choose_executor(
+        return loaded.signature, choose_executor(
             loaded, self._executors.mode, threads, artifact.stem, self._cpu_share
         )
 
     async def _load(self, model: ServedModel, version: ServedVersion) -> None:
         where = f"{model.name} v{version.version}"
         try:
-            loaded: LoadedModel | None = None  # in this process (not process isolation)
             if model.config.isolation is Isolation.PROCESS:
                 if self._process_factory is None:
                     raise ConfigError("process isolation is not available in this server")
@@ -263,15 +262,12 @@ class Registry:
                     loaded, self._executors.mode, threads, model.name, self._cpu_share
                 )
             else:
-                loaded, executor = await self._thread_executor(
+                inferred, executor = await self._thread_executor(
                     version.runtime, version.artifact, model.config
                 )
-                inferred = loaded.signature
             version.signature = effective_signature(
                 inferred, model.config, self._features.get(model.name), where
             )
-            if loaded is not None:
-                loaded.checked_by(version.signature)
             version.executor = executor
             version.batcher = Batcher(
                 executor.run, self._policy(model.config, executor.slots), self._clock

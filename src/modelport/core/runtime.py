@@ -56,8 +56,6 @@ class LoadedModel(Protocol):
 
     def warmup(self) -> None: ...
 
-    def checked_by(self, signature: Signature) -> None: ...
-
     def close(self) -> None: ...
 
 
@@ -93,12 +91,6 @@ class BaseLoadedModel:
 
     def warmup(self) -> None:
         self.predict(example_batch(self.signature))
-
-    def checked_by(self, signature: Signature) -> None:
-        """Told once, before serving, the signature (model.yaml overrides applied) that
-        every batch is checked against before ``predict``; a runtime may then skip checks
-        of its own that it makes redundant. Until told, it must assume nothing."""
-        return None
 
     def close(self) -> None:
         return None

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
 
 import joblib
 import numpy as np
@@ -41,28 +40,6 @@ def test_sklearn_joblib_classifier_infers_labels_and_warns(
     out = model.predict({"input": IRIS.data[:3]})
     assert out["label"].tolist() == ["setosa"] * 3
     assert out["probabilities"].shape == (3, 3)
-
-
-def test_sklearn_skips_its_own_finite_scan_only_once_the_signature_check_covers_it(
-    table: RuntimeTable, tmp_path: Path
-) -> None:
-    from dataclasses import replace
-
-    path = tmp_path / "iris.joblib"
-    joblib.dump(LogisticRegression(max_iter=500).fit(IRIS.data, LABELS), path)
-    model = table.get(table.for_artifact(path)).load(path, ModelConfig())
-    nan_row = {"input": np.array([[5.1, np.nan, 1.4, 0.2]])}
-    with pytest.raises(ValueError, match="NaN"):  # not told yet: scikit-learn checks
-        model.predict(nan_row)
-    spec = model.signature.inputs[0]
-    lenient = replace(model.signature, inputs=(replace(spec, allow_nonfinite=True),))
-    model.checked_by(lenient)  # NaN may get through the signature check: keep checking
-    with pytest.raises(ValueError, match="NaN"):
-        model.predict(nan_row)
-    model.checked_by(model.signature)  # the check refuses NaN before any batch is run
-    out = model.predict(nan_row)  # (so this row could never come here when served)
-    assert np.isnan(out["probabilities"]).all()
-    assert model.predict({"input": IRIS.data[:2]})["label"].tolist() == ["setosa", "setosa"]
 
 
 def test_sklearn_skops_regressor_and_untrusted_types(table: RuntimeTable, tmp_path: Path) -> None:
@@ -176,33 +153,3 @@ def test_unknown_suffix_and_runtime(table: RuntimeTable) -> None:
         table.for_artifact(Path("model.h5"))
     with pytest.raises(ConfigError, match="unknown runtime 'tensorflow'"):
         table.for_artifact(Path("model.h5"), "tensorflow")
-
-
-def test_the_registry_tells_a_model_its_effective_signature(tmp_path: Path) -> None:
-    """``checked_by`` gets the signature after model.yaml overrides (what requests are
-    really checked against), not the one the runtime inferred."""
-    import asyncio
-
-    from modelport.testing import FakeModel, build_test_services
-
-    class Told(FakeModel):
-        def __init__(self) -> None:
-            super().__init__()
-            self.told: list[bool] = []
-
-        def checked_by(self, signature: Any) -> None:
-            self.told.append(signature.inputs[0].allow_nonfinite)
-
-    override = {"inputs": [{"name": "x", "dtype": "float32", "shape": [-1, 3]}]}
-    lenient = {"inputs": [{**override["inputs"][0], "allow_nonfinite": True}]}
-    plain, relaxed = Told(), Told()
-    services = build_test_services(
-        {"plain": plain, "relaxed": relaxed},
-        data_dir=tmp_path,
-        configs={
-            "plain": ModelConfig(signature=override),
-            "relaxed": ModelConfig(signature=lenient),
-        },
-    )
-    asyncio.run(services.registry.load_all())
-    assert (plain.told, relaxed.told) == ([False], [True])

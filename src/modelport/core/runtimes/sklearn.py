@@ -15,9 +15,8 @@ from modelport.errors import ConfigError, MissingExtra
 
 try:
     import joblib
-    from sklearn import config_context
 except ImportError as exc:  # pragma: no cover - depends on the environment
-    raise MissingExtra("sklearn", exc.name or "scikit-learn") from exc
+    raise MissingExtra("sklearn", "joblib") from exc
 
 log = logging.getLogger("modelport.runtime.sklearn")
 
@@ -35,23 +34,8 @@ class SklearnModel(BaseLoadedModel):
         # Estimators fitted on a DataFrame warn on every numpy call; we validated the
         # column order ourselves, so the warning carries no information here.
         self._named = hasattr(estimator, "feature_names_in_")
-        self._assume_finite = False  # see checked_by
-
-    def checked_by(self, signature: Signature) -> None:
-        # Every batch has passed the signature check, which refuses NaN and infinity unless
-        # an input allows them (``allow_nonfinite``). scikit-learn's own scan repeats that
-        # for each step of a pipeline: ~45 µs of a ~260 µs iris call, whatever the batch.
-        self._assume_finite = all(
-            spec.check_finite or spec.np_dtype.kind not in "fc" for spec in signature.inputs
-        )
 
     def _call(self, method: Any, x: np.ndarray) -> np.ndarray:
-        if not self._assume_finite:
-            return self._call_named(method, x)
-        with config_context(assume_finite=True):
-            return self._call_named(method, x)
-
-    def _call_named(self, method: Any, x: np.ndarray) -> np.ndarray:
         if not self._named:
             return np.asarray(method(x))
         with warnings.catch_warnings():
