@@ -166,7 +166,10 @@ def unpinned_bound(pinned: HttpRow | None) -> float | None:
     Pinned, the server has a core of its own: s µs of CPU per request gives 1/s req/s.
     Unpinned, the server and the load generator (w µs per request) share both cores: at
     best 2/(s + w) req/s. The ratio is at most 2s/(s + w), so it can reach 1.5 only while
-    s >= 3w: a server that gets cheaper per request lowers its own ceiling."""
+    s >= 3w: a server that gets cheaper per request lowers its own ceiling.
+
+    Assumes what this harness sets up: two CPUs unpinned, and a pinned server that keeps
+    its core busy (req/s = 1/s; the 64-connection runs measure 0.99+ of a core)."""
     if pinned is None or not pinned.server_cpu_us or pinned.load_cpu_us is None:
         return None
     s, w = pinned.server_cpu_us, pinned.load_cpu_us

@@ -142,13 +142,35 @@ def test_direct_answers_carry_the_current_default_headers_and_refuse_bad_ones(
     asyncio.run(main())
 
 
-async def _direct_protocol(tmp_path: Any, state: ServerState) -> tuple[Any, Any, FakeTransport]:
-    """(services, protocol, transport): one connection to a served FakeModel ``m`` whose
-    predict requests take the direct path."""
+def test_a_cr_or_lf_in_an_answer_header_gets_a_500_not_a_split_response(tmp_path: Any) -> None:
+    """The direct path's own header values come from the registry and the gate, not the
+    client; if one ever holds a CR or LF (here: a version name given to ``add_object``,
+    which does not check names), the answer is refused rather than written."""
+
+    async def main() -> None:
+        _, protocol, transport = await _direct_protocol(
+            tmp_path, ServerState(), version="1\r\nset-cookie: evil=1"
+        )
+        await _predict(protocol)
+        assert len(transport.writes) == 1
+        assert transport.writes[0].startswith(b"HTTP/1.1 500 ")
+        assert b"evil" not in transport.writes[0]
+        assert transport.closed
+        protocol.connection_lost(None)
+
+    asyncio.run(main())
+
+
+async def _direct_protocol(
+    tmp_path: Any, state: ServerState, version: str = "1"
+) -> tuple[Any, Any, FakeTransport]:
+    """(services, protocol, transport): one connection to a served FakeModel ``m`` (at
+    ``version``) whose predict requests take the direct path."""
     from modelport.api.app import create_app
     from modelport.testing import FakeModel, build_test_services
 
-    services = build_test_services({"m": FakeModel()}, data_dir=tmp_path)
+    services = build_test_services(data_dir=tmp_path)
+    services.registry.add_object("m", FakeModel(), version=version)
     app = create_app(services)
     await services.registry.load_all()
     config = uvicorn.Config(app, log_config=None, lifespan="off", proxy_headers=False)

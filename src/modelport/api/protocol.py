@@ -480,7 +480,11 @@ class Cycle:
         lines = len(headers)
         defaults = _rendered_defaults(conn.server_state.default_headers)
         if own.count(b"\n") != lines or own.count(b"\r") != lines or defaults is None:
-            log.error("the direct predict path made an invalid response head: %r", own)
+            log.error(
+                "the direct predict path made an invalid response head: %r (default headers %r)",
+                own,
+                conn.server_state.default_headers,
+            )
             self.respond(None, failed=True)
             return
         self.started = True
