@@ -33,41 +33,15 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
 
-class FakeTransport(asyncio.Transport):
-    """Enough of a socket transport for ``HttpProtocol``: a write completes a response."""
-
-    def __init__(self, on_write: Any, port: int) -> None:
-        super().__init__()
-        self.on_write = on_write
-        self.closed = False
-        self.extra = {"sockname": ("127.0.0.1", 8000), "peername": ("127.0.0.1", port)}
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return self.extra.get(name, default)
-
-    def write(self, data: bytes | bytearray | memoryview) -> None:
-        self.on_write(bytes(data))
-
-    def is_closing(self) -> bool:
-        return self.closed
-
-    def close(self) -> None:
-        self.closed = True
-
-    def pause_reading(self) -> None:
-        pass
-
-    def resume_reading(self) -> None:
-        pass
-
-
 class Client:
     """One keep-alive connection that sends its next request once the answer is in."""
 
     def __init__(self, bench: Bench, port: int) -> None:
         self.bench = bench
+        from modelport.testing import FakeTransport
+
         self.protocol = bench.protocol()
-        self.transport = FakeTransport(self.answered, port)
+        self.transport = FakeTransport(self.answered, peer_port=port)
         self.protocol.connection_made(self.transport)
 
     def send(self) -> None:

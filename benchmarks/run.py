@@ -152,8 +152,9 @@ def parse_args(argv: list[str]) -> Config:
         help="busy CPUs below which the machine counts as quiet",
     )
     a = p.parse_args(argv)
+    terminal_only = a.out is not None and str(a.out) == "none"  # no page, no results file
     out = a.out if a.out is not None or a.quick else REPO / "docs" / "benchmarks.md"
-    if out is not None and str(out) == "none":  # the table on the terminal only
+    if terminal_only:
         out = None
     return Config(
         duration=3.0 if a.quick else a.duration,
@@ -164,7 +165,7 @@ def parse_args(argv: list[str]) -> Config:
         servers=_servers(a.servers),
         batches=[int(b) for b in _csv(a.batches)],
         out=out,
-        save=a.out is None or str(a.out) != "none",
+        save=not terminal_only,
         label=a.label or ("quick" if a.quick else "full"),
         work=a.work.resolve(),
         quick=a.quick,

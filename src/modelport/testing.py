@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from modelport.core.runtime import BaseLoadedModel, ModelConfig
 from modelport.core.signature import NamedArrays, Signature, TensorSpec
 from modelport.settings import load_settings
 
-__all__ = ["FakeModel", "ManualClock", "build_test_app", "build_test_services"]
+__all__ = ["FakeModel", "FakeTransport", "ManualClock", "build_test_app", "build_test_services"]
 
 PredictFn = Callable[[NamedArrays], NamedArrays]
 
@@ -69,3 +70,35 @@ def build_test_services(
 
 def build_test_app(models: Mapping[str, Any] | None = None, **kwargs: Any) -> ASGIApp:
     return create_app(build_test_services(models, **kwargs))
+
+
+class FakeTransport(asyncio.Transport):
+    """Enough of a socket transport to drive modelport's ``HttpProtocol`` in-process (no
+    sockets): writes are kept in ``writes``, or handed to ``on_write`` if one is given."""
+
+    def __init__(
+        self, on_write: Callable[[bytes], None] | None = None, peer_port: int = 5000
+    ) -> None:
+        super().__init__()
+        self.writes: list[bytes] = []
+        self.on_write = on_write or self.writes.append
+        self.closed = False
+        self._extra = {"sockname": ("127.0.0.1", 8000), "peername": ("127.0.0.1", peer_port)}
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return self._extra.get(name, default)
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.on_write(bytes(data))
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def close(self) -> None:
+        self.closed = True
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass

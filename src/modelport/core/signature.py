@@ -210,10 +210,10 @@ def validate(
             rows = n
         elif n != rows:
             raise InvalidInput(f"input '{spec.name}': has {n} rows but other inputs have {rows}")
+        # (``array`` has the spec's dtype by now: ``check_finite`` means a float one)
         if (
             spec.check_finite
-            and array.dtype.kind == "f"
-            and not (finite and array.dtype.itemsize >= 8)
+            and not (finite and spec.np_dtype.itemsize >= 8)
             and not _finite(array)
         ):
             raise InvalidInput(
