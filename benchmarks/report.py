@@ -23,7 +23,10 @@ DOC_HEADER = """# Benchmarks
 
 - **(a) in-process limit**: the model called directly (no HTTP) at batch sizes 1, 8, 32, 128;
   rows/s is the median of several timed loops. onnxruntime gets one intra-op thread per
-  allowed CPU.
+  allowed CPU. (a) is measured in rounds: before the first connection-count block of each
+  mode and model, and again after every block. A block's L_model (in its ratios and in
+  M2's combined bound) is the mean of the best rows/s of the round just before and the
+  round just after it, so the bound tracks the machine's speed while the block ran.
 - **(b) transport ceiling**: a raw ASGI app that reads the body and returns a constant JSON
   body, on uvicorn (uvloop + httptools), on granian, and on uvicorn's server with
   modelport's own HTTP protocol (`modelport.api.protocol:HttpProtocol`, what
@@ -52,7 +55,7 @@ answers 200.
 Run it:
 
 ```
-.venv/bin/python benchmarks/run.py                # full: about 12 minutes
+.venv/bin/python benchmarks/run.py                # full: about 18 minutes
 .venv/bin/python benchmarks/run.py --quick --modes unpinned --connections 1 --models m1
 ```
 
@@ -127,22 +130,33 @@ def http_table(res: Results, mode: str) -> list[str]:
 
 
 def inproc_table(res: Results) -> list[str]:
+    """(a), one line per mode, model and batch size: the median over the rounds, with the
+    slowest and fastest round beside it."""
+    cells: dict[tuple[str, str, int], list[float]] = {}
     rows = []
     for r in res.inproc:
         if r.error is not None:
-            rows.append([r.mode, r.model, str(r.batch), "—", "—", f"error: {r.error[:160]}"])
-        else:
             rows.append(
-                [
-                    r.mode,
-                    r.model,
-                    str(r.batch),
-                    _num(r.rows_per_s, ",.0f"),
-                    _num(r.us_per_call, ",.1f"),
-                    "",
-                ]
+                [r.mode, r.model, "—", "—", "—", "—", str(r.round), f"error: {r.error[:160]}"]
             )
-    return _table(["mode", "model", "batch", "rows/s", "µs/call", "note"], rows)
+        elif r.rows_per_s is not None:
+            cells.setdefault((r.mode, r.model, r.batch), []).append(r.rows_per_s)
+    for (mode, model, batch), rates in cells.items():
+        median = statistics.median(rates)
+        rows.append(
+            [
+                mode,
+                model,
+                str(batch),
+                _num(median, ",.0f"),
+                f"{min(rates):,.0f} to {max(rates):,.0f}",
+                _num(batch / median * 1e6, ",.1f"),
+                str(len(rates)),
+                "",
+            ]
+        )
+    head = ["mode", "model", "batch", "rows/s (median)", "range", "µs/call", "rounds", "note"]
+    return _table(head, rows)
 
 
 def ratio_table(res: Results, modes: list[str], models: list[str], conns: list[int]) -> list[str]:
@@ -159,6 +173,7 @@ def ratio_table(res: Results, modes: list[str], models: list[str], conns: list[i
                         str(c),
                         *(_ratio(v) for v in ratios.values()),
                         b.server if b else "—",
+                        _num(res.l_model(mode, model, c), ",.0f"),
                     ]
                 )
     head = [
@@ -170,6 +185,7 @@ def ratio_table(res: Results, modes: list[str], models: list[str], conns: list[i
         "modelport/(b) 3rd-party",
         "modelport/(a)",
         "(b) from",
+        "L_model (a), rows/s",
     ]
     return _table(head, rows)
 
@@ -205,7 +221,13 @@ def section(
     lines += ["", noise_line(res), "", "### (a) in-process", "", *inproc_table(res)]
     for mode in modes:
         lines += ["", f"### HTTP, {mode}", "", *http_table(res, mode)]
-    lines += ["", "### Ratios (req/s over req/s; (a) = best in-process rows/s)", ""]
+    lines += ["", "### Ratios", ""]
+    lines += [
+        "req/s over req/s. (a) = L_model: the best in-process rows/s over the batch sizes,",
+        "averaged over the two (a) rounds measured just before and just after that",
+        "connection-count block.",
+        "",
+    ]
     lines += ratio_table(res, modes, models, conns)
     lines += ["", "### Targets", "", *target_lines(targets), "", END.format(label=label)]
     return "\n".join(lines) + "\n"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import statistics
+from collections.abc import Collection
 from dataclasses import dataclass
 
 NOOP_SERVERS = ("noop-uvicorn", "noop-granian", "noop-modelport")
@@ -29,6 +31,9 @@ class HttpRow:
     server_cpu_us: float | None = None
     load_cpu_us: float | None = None
     error: str | None = None
+    # Index of this row's connection-count block within its (mode, model): (a) round
+    # ``block`` was measured just before the block and round ``block + 1`` just after it.
+    block: int | None = None
 
     @property
     def errors(self) -> int | None:
@@ -48,6 +53,7 @@ class InprocRow:
     us_per_call: float | None = None
     background_cpu: float | None = None
     error: str | None = None
+    round: int = 0  # (a) is measured before each connection-count block and after the last
 
 
 @dataclass
@@ -88,13 +94,30 @@ class Results:
         measured = [r for r in rows if r is not None and r.rps is not None]
         return max(measured, key=lambda r: r.rps or 0.0) if measured else None
 
-    def inproc_best(self, mode: str, model: str) -> float | None:
-        rates = [
-            r.rows_per_s
-            for r in self.inproc
-            if r.mode == mode and r.model == model and r.rows_per_s is not None
-        ]
-        return max(rates) if rates else None
+    def inproc_best(
+        self, mode: str, model: str, rounds: Collection[int] | None = None
+    ) -> float | None:
+        """(a): the best rows/s over the batch sizes of each round, averaged over
+        ``rounds`` (every round when None)."""
+        best: dict[int, float] = {}
+        for r in self.inproc:
+            if r.mode != mode or r.model != model or r.rows_per_s is None:
+                continue
+            if rounds is None or r.round in rounds:
+                best[r.round] = max(best.get(r.round, 0.0), r.rows_per_s)
+        return statistics.fmean(best.values()) if best else None
+
+    def l_model(self, mode: str, model: str, conns: int) -> float | None:
+        """L_model for one connection-count block: (a) from the rounds measured just
+        before and just after it, so the bound follows the machine's speed at the time
+        (these shared machines drift by tens of percent within minutes)."""
+        blocks = {
+            r.block
+            for r in self.http
+            if (r.mode, r.model, r.connections) == (mode, model, conns) and r.block is not None
+        }
+        rounds = {b + k for b in blocks for k in (0, 1)}
+        return self.inproc_best(mode, model, rounds or None)
 
     def ratios(self, mode: str, model: str, conns: int) -> dict[str, float | None]:
         mp = self.rps(mode, model, "modelport", conns)
@@ -104,7 +127,7 @@ class Results:
             "modelport/(c)": _div(mp, self.rps(mode, model, "fastapi", conns)),
             "modelport/(b)": _div(mp, b.rps if b else None),
             "modelport/(b) 3rd-party": _div(mp, b3.rps if b3 else None),
-            "modelport/(a)": _div(mp, self.inproc_best(mode, model)),
+            "modelport/(a)": _div(mp, self.l_model(mode, model, conns)),
         }
 
 
@@ -144,7 +167,7 @@ def _throughput_targets(res: Results, model: str, conns: int) -> list[Target]:
         ]
     mp = res.rps(mode, model, "modelport", conns)
     b = res.transport(mode, model, conns)
-    l_model = res.inproc_best(mode, model)
+    l_model = res.l_model(mode, model, conns)
     bound = None
     if b and b.rps and l_model:
         bound = 1.0 / (1.0 / l_model + 1.0 / b.rps)

@@ -232,7 +232,7 @@ def environment(cfg: Config, started: dt.datetime) -> dict[str, str]:
 # --- measurements --------------------------------------------------------------------------
 
 
-def run_inproc(mode: str, model: ModelFiles, cfg: Config) -> list[InprocRow]:
+def run_inproc(mode: str, model: ModelFiles, cfg: Config, round_: int) -> list[InprocRow]:
     """(a): run inprocess.py in a subprocess placed like the server."""
     argv = [
         *placement(mode).server_prefix,
@@ -253,10 +253,12 @@ def run_inproc(mode: str, model: ModelFiles, cfg: Config) -> list[InprocRow]:
     for line in proc.stdout.splitlines():
         raw = json.loads(line)
         rate, per_call = raw["rows_per_s"], raw["us_per_call"]
-        rows.append(InprocRow(mode, model.key, raw["batch"], rate, per_call, background))
+        rows.append(
+            InprocRow(mode, model.key, raw["batch"], rate, per_call, background, round=round_)
+        )
     if proc.returncode != 0 or not rows:
         tail = proc.stderr.strip().splitlines()[-1:] or [f"rc={proc.returncode}"]
-        rows.append(InprocRow(mode, model.key, 0, error=tail[0]))
+        rows.append(InprocRow(mode, model.key, 0, error=tail[0], round=round_))
     return rows
 
 
@@ -319,25 +321,33 @@ def _progress(row: HttpRow) -> None:
     print(f"  {row.mode:8} {row.model} c={row.connections:<3} {row.server:13} {text}", flush=True)
 
 
+def _inproc_round(res: Results, mode: str, model: ModelFiles, cfg: Config, round_: int) -> None:
+    rows = run_inproc(mode, model, cfg, round_)
+    res.inproc += rows
+    for r in rows:
+        rate = f"{r.rows_per_s:,.0f} rows/s" if r.rows_per_s else f"ERROR {r.error}"
+        rate += f"  background {r.background_cpu or 0:.2f} CPU"
+        print(f"  {mode:8} {r.model} (a) round {round_} batch {r.batch:<4} {rate}", flush=True)
+
+
 def measure_all(cfg: Config, files: dict[str, ModelFiles]) -> Results:
-    """The interleaved run: per mode and model, (a) then rotating server blocks."""
+    """The interleaved run. Per mode and model: (a), then for each connection count a
+    block of rotating server runs followed by (a) again, so every block's L_model comes
+    from the two (a) rounds around it."""
     res = Results([], [])
     block = 0
     for mode in cfg.modes:
         for key in cfg.models:
-            rows = run_inproc(mode, files[key], cfg)
-            res.inproc += rows
-            for r in rows:
-                rate = f"{r.rows_per_s:,.0f} rows/s" if r.rows_per_s else f"ERROR {r.error}"
-                rate += f"  background {r.background_cpu or 0:.2f} CPU"
-                print(f"  {mode:8} {key} (a) batch {r.batch:<4} {rate}", flush=True)
-            for conns in cfg.connections:
+            _inproc_round(res, mode, files[key], cfg, 0)
+            for i, conns in enumerate(cfg.connections):
                 shift = block % len(cfg.servers)
                 block += 1
                 for name in cfg.servers[shift:] + cfg.servers[:shift]:
                     row = run_http(mode, files[key], name, conns, cfg)
+                    row.block = i
                     res.http.append(row)
                     _progress(row)
+                _inproc_round(res, mode, files[key], cfg, i + 1)
     return res
 
 
@@ -377,8 +387,14 @@ def main(argv: list[str]) -> int:
     files = models.build(cfg.models, cfg.work)
     meta = environment(cfg, started)
     runs = len(cfg.modes) * len(cfg.models) * len(cfg.servers) * len(cfg.connections)
-    estimate = runs * (cfg.warmup + cfg.duration + 3) / 60
-    print(f"modelport benchmark: {runs} HTTP runs, about {estimate:.0f} min", flush=True)
+    rounds = len(cfg.modes) * len(cfg.models) * (len(cfg.connections) + 1)
+    per_round = 1.5 + len(cfg.batches) * (0.7 if cfg.quick else 2.2)  # see run_inproc
+    estimate = (runs * (cfg.warmup + cfg.duration + 3) + rounds * per_round) / 60
+    print(
+        f"modelport benchmark: {runs} HTTP runs and {rounds} in-process rounds,"
+        f" about {estimate:.0f} min",
+        flush=True,
+    )
     t0 = time.monotonic()
     res = measure_all(cfg, files)
     checks = targets(res, cfg.modes, cfg.models, cfg.connections)

@@ -1,0 +1,70 @@
+"""The benchmark's derived numbers (benchmarks/results.py): which (a) rounds a block's
+L_model comes from, and M2's combined bound built on it."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "results.py"
+
+
+@pytest.fixture(scope="module")
+def results() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("bench_results", BENCH)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["bench_results"] = module  # dataclasses look their module up by name
+    spec.loader.exec_module(module)
+    return module
+
+
+def _inproc(results: ModuleType, round_: int, rates: dict[int, float]) -> list[object]:
+    return [
+        results.InprocRow("pinned", "m2", batch, rate, batch / rate * 1e6, round=round_)
+        for batch, rate in rates.items()
+    ]
+
+
+def _http(results: ModuleType, server: str, conns: int, block: int, rps: float) -> object:
+    return results.HttpRow("pinned", "m2", server, conns, rps=rps, block=block)
+
+
+def test_a_blocks_l_model_is_the_mean_of_the_rounds_around_it(results: ModuleType) -> None:
+    inproc = [
+        *_inproc(results, 0, {8: 9_000.0, 128: 10_000.0}),  # before block 0 (1 conn)
+        *_inproc(results, 1, {8: 11_000.0, 128: 12_000.0}),  # between blocks 0 and 1
+        *_inproc(results, 2, {8: 20_000.0, 128: 14_000.0}),  # after block 1 (64 conns)
+    ]
+    http = [
+        _http(results, "modelport", 1, 0, 1_000.0),
+        _http(results, "modelport", 64, 1, 6_000.0),
+        _http(results, "noop-modelport", 64, 1, 48_000.0),
+    ]
+    res = results.Results(http, inproc)
+    # each round's best batch size, then the two rounds around the block
+    assert res.l_model("pinned", "m2", 1) == pytest.approx((10_000 + 12_000) / 2)
+    assert res.l_model("pinned", "m2", 64) == pytest.approx((12_000 + 20_000) / 2)
+    assert res.inproc_best("pinned", "m2") == pytest.approx((10_000 + 12_000 + 20_000) / 3)
+    assert res.ratios("pinned", "m2", 64)["modelport/(a)"] == pytest.approx(6_000 / 16_000)
+
+    bound = 1 / (1 / 16_000 + 1 / 48_000)
+    (_, combined) = results._throughput_targets(res, "m2", 64)
+    assert combined.measured == format(6_000 / bound, ".0%")
+    assert combined.passed is (6_000 / bound >= 0.60)
+
+
+def test_a_missing_round_leaves_the_other_and_a_failed_one_is_not_averaged_in(
+    results: ModuleType,
+) -> None:
+    inproc = [
+        *_inproc(results, 0, {128: 10_000.0}),
+        results.InprocRow("pinned", "m2", 0, error="crashed", round=1),
+    ]
+    res = results.Results([_http(results, "modelport", 64, 0, 5_000.0)], inproc)
+    assert res.l_model("pinned", "m2", 64) == pytest.approx(10_000.0)
+    assert res.l_model("pinned", "m1", 64) is None
