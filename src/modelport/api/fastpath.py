@@ -15,7 +15,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from modelport.api.codecs.native import decode, encode, read_json
+from modelport.api.codecs.native import encode, read_inputs
 from modelport.api.errors import error_body, error_parts
 from modelport.api.protocol import ON_DISCONNECT
 from modelport.api.responses import dumps
@@ -134,8 +134,7 @@ class PredictFastPath:
         assert served.signature is not None
         check_content_type(content_type)
         timeout = parse_timeout(timeout_raw)
-        payload, finite = read_json(body)
-        inputs = decode(payload, served.signature)
+        inputs, finite = read_inputs(body, served.signature)
         return self.service.enqueue(
             name, version, inputs, timeout_s=timeout, served=served, finite=finite
         )

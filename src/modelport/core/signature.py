@@ -173,9 +173,9 @@ def validate(
     Runs on every request, so what can be worked out once lives on the specs
     (``np_dtype``, ``fixed_axes``, ``check_finite``, ``Signature.input_names``).
     ``finite``: the numbers in ``inputs`` are known to be finite (read by strict JSON),
-    so a float64 (or wider) input skips the NaN/infinity scan, which costs about as much
-    as the rest of this function. A narrower float still gets it: a cast to float32 can
-    overflow to infinity."""
+    so an input that needs no cast, or is cast to float64 (or wider), skips the
+    NaN/infinity scan, which costs about as much as the rest of this function. A cast to
+    a narrower float still gets it: float64 to float32 can overflow to infinity."""
     if inputs.keys() != signature.input_names:
         expected = signature.input_names
         missing = sorted(expected - inputs.keys())
@@ -213,7 +213,7 @@ def validate(
         # (``array`` has the spec's dtype by now: ``check_finite`` means a float one)
         if (
             spec.check_finite
-            and not (finite and spec.np_dtype.itemsize >= 8)
+            and not (finite and (array is raw or spec.np_dtype.itemsize >= 8))
             and not _finite(array)
         ):
             raise InvalidInput(

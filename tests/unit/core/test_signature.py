@@ -105,6 +105,11 @@ def test_inputs_vouched_finite_skip_the_scan_only_where_no_cast_can_overflow() -
         pytest.raises(InvalidInput, match="NaN or infinite"),
     ):
         validate(f32, {"x": np.array([1e39])}, finite=True)
+    # an input that arrives in the spec's own dtype is not cast: the caller's word holds
+    arrays, _ = validate(f32, {"x": np.array([np.nan], dtype=np.float32)}, finite=True)
+    assert np.isnan(arrays["x"][0])
+    with pytest.raises(InvalidInput, match="NaN or infinite"):
+        validate(f32, {"x": np.array([np.nan], dtype=np.float32)})
 
 
 def test_float64_json_values_that_overflow_float32_are_refused() -> None:

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import orjson
+import simdjson
 
 from modelport.core.signature import NamedArrays, Signature, Task, TensorSpec
 from modelport.errors import InvalidInput, MalformedRequest
@@ -42,6 +43,91 @@ def read_json(body: bytes) -> tuple[Any, bool]:
         return json.loads(body), False
     except (ValueError, RecursionError):
         raise MalformedRequest(f"the body is not valid JSON: {error}") from None
+
+
+def read_inputs(body: bytes, signature: Signature) -> tuple[NamedArrays, bool]:
+    """(inputs, finite) from a native JSON body: ``read_rows`` when it can, else
+    ``read_json`` + ``decode``, which also word every error."""
+    fast = read_rows(body, signature)
+    if fast is not None:
+        return fast, True
+    payload, finite = read_json(body)
+    return decode(payload, signature), finite
+
+
+_EXACT = float(2**53)  # below this every integer a JSON number can spell is an exact double
+_FAST_DTYPES = frozenset({np.dtype(np.float32), np.dtype(np.float64)})
+_FAST_MIN_BYTES = 512  # smaller bodies read faster through orjson (measured: 30 B, 1.9 KB)
+_largest = np.maximum.reduce
+_abs = np.abs
+
+
+class _Parsers:
+    """One simdjson parser, reused (a parser sizes its buffers on first use; a fresh one
+    per request costs more than the parse). simdjson refuses to re-parse while a proxy
+    from the previous document lives; should one ever leak, a fresh parser replaces it."""
+
+    parser = simdjson.Parser()
+
+    @classmethod
+    def parse(cls, body: bytes) -> Any:
+        try:
+            return cls.parser.parse(body)
+        except RuntimeError:  # a proxy of the last document is still alive somewhere
+            cls.parser = simdjson.Parser()
+            return cls.parser.parse(body)
+
+
+def read_rows(body: bytes, signature: Signature) -> NamedArrays | None:
+    """The commonest large body, ``{"inputs": [[x, ...], ...]}`` for a model with one
+    float input, read straight from the JSON text into a float64 buffer by simdjson: no
+    Python float per number. For 256 numbers that is ~5 µs instead of ~11 µs, and the
+    gap grows with the input.
+
+    Returns None, and the caller takes the general path, for anything else or anything
+    unusual: a body under 512 bytes, another key, rows that are not flat lists of
+    numbers of one length (strings, ``true``, ``null``, objects, deeper lists), syntax
+    simdjson refuses (a leading BOM too). It never accepts a body the general path
+    refuses, and reads what it accepts to the same numbers: it gives up when a value is
+    not below 2**53 in magnitude (an integer there may round differently, and NaN fails
+    the comparison), which also keeps a cast to float32 finite."""
+    spec = signature.single_input
+    if (
+        spec is None
+        or len(body) < _FAST_MIN_BYTES
+        or spec.np_dtype not in _FAST_DTYPES
+        or body[:1] != b"{"
+    ):
+        return None
+    try:
+        doc = _Parsers.parse(body)
+        try:
+            if not isinstance(doc, simdjson.Object) or len(doc) != 1:
+                return None
+            rows = doc.get("inputs")
+            if not isinstance(rows, simdjson.Array):
+                return None
+            n = len(rows)
+            # n rows in the outer list and no other "[": nothing nested deeper, which
+            # as_buffer would flatten without a word
+            if n == 0 or body.count(b"[") != n + 1:
+                return None
+            row: Any = rows[0]
+            if not isinstance(row, simdjson.Array) or len(row) == 0:
+                return None
+            width = len(row)
+            if n > 1:
+                for row in rows:
+                    if not isinstance(row, simdjson.Array) or len(row) != width:
+                        return None
+            flat = np.frombuffer(rows.as_buffer(of_type="d"), dtype=np.float64)
+        finally:
+            row = rows = doc = None  # no proxy may outlive this call: the parser is reused
+    except (ValueError, TypeError, RuntimeError, KeyError, IndexError):
+        return None
+    if flat.size != n * width or not float(_largest(_abs(flat))) < _EXACT:
+        return None
+    return {spec.name: flat.reshape(n, width).astype(spec.np_dtype)}
 
 
 def _array(value: Any, where: str) -> np.ndarray:

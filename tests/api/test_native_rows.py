@@ -1,0 +1,158 @@
+"""``read_rows``: simdjson reads ``{"inputs": [[...], ...]}`` straight into a float
+buffer. It may decline any body (the general path then reads it), but what it accepts
+must come out exactly as the general path (orjson + decode + validate) makes it, and it
+must never accept a body the general path refuses."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from modelport.api.codecs import native
+from modelport.core.signature import Signature, TensorSpec, validate
+from modelport.errors import ModelportError
+
+PAD = b" " * 600  # JSON whitespace: lifts a body over the fast reader's size floor
+
+
+def _signature(dtype: str, width: int | None = None) -> Signature:
+    return Signature((TensorSpec("x", dtype, (-1, width if width else -1)),), ())
+
+
+def _general(body: bytes, sig: Signature) -> Any:
+    """What the general path makes of ``body``: the validated array, or the error."""
+    try:
+        payload, finite = native.read_json(body)
+        with np.errstate(over="ignore"):  # a float32 overflow is then refused as infinite
+            arrays, _ = validate(sig, native.decode(payload, sig), finite=finite)
+        return arrays["x"]
+    except ModelportError as exc:
+        return exc
+
+
+def _agrees(body: bytes, sig: Signature) -> bool:
+    """True when the fast reader took ``body`` (and matched the general path)."""
+    fast = native.read_rows(body, sig)
+    general = _general(body, sig)
+    if fast is None:
+        return False
+    assert not isinstance(general, Exception), f"accepted what the general path refuses: {general}"
+    arrays, _ = validate(sig, fast, finite=True)
+    got = arrays["x"]
+    assert got.dtype == general.dtype and got.shape == general.shape
+    assert np.array_equal(got.view(np.uint8), general.view(np.uint8)), (got, general)  # bit-exact
+    return True
+
+
+def test_it_reads_the_common_body_to_the_same_bits_for_float32_and_float64() -> None:
+    rows = np.random.default_rng(7).standard_normal((3, 256)).round(6).tolist()
+    body = json.dumps({"inputs": rows}).encode()
+    assert len(body) >= 512
+    for dtype in ("float32", "float64"):
+        assert _agrees(body, _signature(dtype, 256))
+        assert _agrees(PAD.join([b"{", body[1:]]), _signature(dtype))
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"inputs": [[1, 2], [3]]}',  # ragged
+        '{"inputs": [[1, [2]]]}',  # nested one level deeper (as_buffer would flatten it)
+        '{"inputs": [[[1, 2]], [[3, 4]]]}',
+        '{"inputs": [[1, "2"]]}',  # a string
+        '{"inputs": [[1, true]]}',
+        '{"inputs": [[1, null]]}',
+        '{"inputs": [[1, {"a": 2}]]}',
+        '{"inputs": [1, 2]}',  # rows that are not lists
+        '{"inputs": []}',
+        '{"inputs": [[]]}',
+        '{"inputs": [[1, 2]], "inputs": [[5, 6]]}',  # a repeated key: orjson keeps the last
+        '{"inputs": [[1, 2]], "extra": 1}',
+        '{"instances": [[1, 2]]}',
+        '{"inputs": {"x": [[1, 2]]}}',
+        '{"inputs": [[NaN, 2]]}',
+        '{"inputs": [[Infinity, 2]]}',
+        '{"inputs": [[1e400, 2]]}',  # overflows a double
+        '{"inputs": [[9007199254740993, 2]]}',  # 2**53 + 1: not an exact double
+        '{"inputs": [[18446744073709551616, 2]]}',  # 2**64
+        '{"inputs": [[-9223372036854775809, 2]]}',
+        '{"inputs": [[01, 2]]}',  # not JSON
+        '{"inputs": [[1, 2]],}',
+        '{"inputs": [[1, 2]]} trailing',
+        '[{"inputs": [[1, 2]]}]',
+    ],
+)
+def test_it_declines_what_is_not_the_plain_case(text: str) -> None:
+    body = PAD.join([b"{", text.encode()[1:]]) if text.startswith("{") else text.encode() + PAD
+    for dtype in ("float32", "float64"):
+        assert native.read_rows(body, _signature(dtype)) is None
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"\xef\xbb\xbf{" + PAD + b'"inputs": [[1, 2]]}',  # a BOM: orjson refuses, json reads
+        b'{"inputs": [[1, 2]]}' + PAD + b"\x00",
+        b"{" + PAD + b'"inputs": [[1, 2\xff]]}',  # not UTF-8
+        b"{" + PAD + b'"inp\xffuts": [[1, 2]]}',
+        b"{" + PAD + b'"inputs": ' + b"[" * 2000 + b"]" * 2000 + b"}",
+    ],
+)
+def test_hostile_bytes_are_left_to_the_general_path(body: bytes) -> None:
+    sig = _signature("float32")
+    assert native.read_rows(body, sig) is None
+    with contextlib.suppress(ModelportError):  # arrays, or the general path's own error
+        native.read_inputs(body, sig)
+
+
+def test_it_leaves_small_bodies_other_dtypes_and_several_inputs_alone() -> None:
+    body = b'{"inputs": [[1.5, 2.5]]}'
+    assert native.read_rows(body, _signature("float64")) is None  # orjson is faster here
+    padded = b"{" + PAD + body[1:]
+    assert native.read_rows(padded, _signature("int64")) is None
+    two = Signature((TensorSpec("a", "float32", (-1, 2)), TensorSpec("b", "float32", (-1, 2))), ())
+    assert native.read_rows(padded, two) is None
+    assert native.read_rows(padded, _signature("float64")) is not None
+
+
+def test_an_escaped_key_is_the_same_key() -> None:
+    body = b"{" + PAD + b'"inp\\u0075ts": [[1, 2]]}'
+    assert _agrees(body, _signature("float32"))
+
+
+def test_a_leaked_document_proxy_does_not_wedge_the_reader() -> None:
+    body = b"{" + PAD + b'"inputs": [[1, 2]]}'
+    held = native._Parsers.parser.parse(body)  # a proxy that outlives its parse
+    assert native.read_rows(body, _signature("float64")) is not None
+    del held
+
+
+numbers = st.one_of(
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.integers(min_value=-(2**63), max_value=2**64 - 1),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    rows=st.integers(1, 4).flatmap(
+        lambda n: st.integers(1, 6).flatmap(
+            lambda w: st.lists(st.lists(numbers, min_size=w, max_size=w), min_size=n, max_size=n)
+        )
+    ),
+    dtype=st.sampled_from(["float32", "float64"]),
+    spaces=st.sampled_from([(",", ":"), (", ", ": "), (" ,\n", " :\t")]),
+)
+def test_whatever_it_accepts_matches_the_general_path(
+    rows: list[list[float | int]], dtype: str, spaces: tuple[str, str]
+) -> None:
+    body = b"{" + PAD + json.dumps({"inputs": rows}, separators=spaces).encode()[1:]
+    taken = _agrees(body, _signature(dtype))
+    # it declines only values it cannot vouch for (not below 2**53 in magnitude)
+    assert taken or any(abs(v) >= 2**53 for row in rows for v in row)
