@@ -133,10 +133,10 @@ def inproc_table(res: Results) -> list[str]:
     """(a), one line per mode, model and batch size: the median over the rounds, with the
     slowest and fastest round beside it."""
     cells: dict[tuple[str, str, int], list[float]] = {}
-    rows = []
+    rows, failed = [], []
     for r in res.inproc:
         if r.error is not None:
-            rows.append(
+            failed.append(
                 [r.mode, r.model, "—", "—", "—", "—", str(r.round), f"error: {r.error[:160]}"]
             )
         elif r.rows_per_s is not None:
@@ -156,7 +156,7 @@ def inproc_table(res: Results) -> list[str]:
             ]
         )
     head = ["mode", "model", "batch", "rows/s (median)", "range", "µs/call", "rounds", "note"]
-    return _table(head, rows)
+    return _table(head, rows + failed)
 
 
 def ratio_table(res: Results, modes: list[str], models: list[str], conns: list[int]) -> list[str]:

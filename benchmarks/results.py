@@ -110,14 +110,17 @@ class Results:
     def l_model(self, mode: str, model: str, conns: int) -> float | None:
         """L_model for one connection-count block: (a) from the rounds measured just
         before and just after it, so the bound follows the machine's speed at the time
-        (these shared machines drift by tens of percent within minutes)."""
+        (these shared machines drift by tens of percent within minutes); from all rounds
+        if neither of those two has a figure."""
         blocks = {
             r.block
             for r in self.http
             if (r.mode, r.model, r.connections) == (mode, model, conns) and r.block is not None
         }
         rounds = {b + k for b in blocks for k in (0, 1)}
-        return self.inproc_best(mode, model, rounds or None)
+        around = self.inproc_best(mode, model, rounds or None)
+        # both rounds around the block failed: the other rounds are better than nothing
+        return around if around is not None else self.inproc_best(mode, model)
 
     def ratios(self, mode: str, model: str, conns: int) -> dict[str, float | None]:
         mp = self.rps(mode, model, "modelport", conns)

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from modelport.api.codecs import native
 from modelport.core.signature import Signature, TensorSpec, validate
 from modelport.errors import ModelportError
+from tests.api.test_native import assert_error
 
 PAD = b" " * 600  # JSON whitespace: lifts a body over the fast reader's size floor
 
@@ -121,16 +122,98 @@ def test_it_leaves_small_bodies_other_dtypes_and_several_inputs_alone() -> None:
     assert native.read_rows(padded, _signature("float64")) is not None
 
 
-def test_an_escaped_key_is_the_same_key() -> None:
+def test_an_escaped_key_is_left_to_the_general_path() -> None:
     body = b"{" + PAD + b'"inp\\u0075ts": [[1, 2]]}'
-    assert _agrees(body, _signature("float32"))
+    assert native.read_rows(body, _signature("float32")) is None
+    inputs, _ = native.read_inputs(body, _signature("float32"))
+    assert inputs["x"].tolist() == [[1.0, 2.0]]
 
 
 def test_a_leaked_document_proxy_does_not_wedge_the_reader() -> None:
     body = b"{" + PAD + b'"inputs": [[1, 2]]}'
-    held = native._Parsers.parser.parse(body)  # a proxy that outlives its parse
+    held = native._Parsers.shared.parse(body)  # a proxy that outlives its parse
     assert native.read_rows(body, _signature("float64")) is not None
     del held
+
+
+def test_a_parse_error_keeps_the_shared_parser_and_big_bodies_get_their_own() -> None:
+    shared = native._Parsers.shared
+    deep = b"{" + PAD + b'"inputs": [[' + b"[" * 1100 + b"]" * 1100 + b"]]}"  # DEPTH_ERROR
+    assert native.read_rows(deep, _signature("float64")) is None
+    assert native._Parsers.shared is shared
+    big = json.dumps({"inputs": [[0.5] * 300_000]}).encode()  # 1.5 MB: over the shared cap
+    got = native.read_rows(big, _signature("float32"))
+    assert got is not None and got["x"].shape == (1, 300_000)
+    assert native._Parsers.shared is shared
+
+
+def test_what_it_reads_is_vouched_finite_and_writable() -> None:
+    body = b"{" + PAD + b'"inputs": [[1.5, -2.25], [3, 4e-3]]}'
+    for dtype in ("float32", "float64"):
+        inputs, finite = native.read_inputs(body, _signature(dtype))
+        assert finite and inputs["x"].dtype == np.dtype(dtype) and inputs["x"].flags.writeable
+        assert inputs["x"].tolist() == [
+            [1.5, -2.25],
+            [3.0, np.float32(4e-3) if dtype == "float32" else 4e-3],
+        ]
+
+
+def test_over_http_a_declined_body_gets_the_general_paths_precise_error(
+    demo_client: Any,
+) -> None:
+    from sklearn.datasets import load_digits
+
+    rows = load_digits().data[:5].tolist()
+    url = "/v1/models/digits/predict"
+    body = json.dumps({"inputs": rows}).encode()
+    assert len(body) >= 512 and native._ROWS_START.match(body)  # the fast reader's case
+    r = demo_client.post(url, content=body, headers={"content-type": "application/json"})
+    assert r.status_code == 200 and len(r.json()["outputs"]) == 5
+    ragged = json.dumps({"inputs": [rows[0], rows[1][:10]]})
+    r = demo_client.post(url, content=ragged, headers={"content-type": "application/json"})
+    assert_error(r, 422, "invalid_input", "rows have different lengths")
+    nested = json.dumps({"inputs": [[*rows[0][:-1], [1.0]]]})
+    r = demo_client.post(url, content=nested, headers={"content-type": "application/json"})
+    assert_error(r, 422, "invalid_input")
+    wide = json.dumps({"inputs": [rows[0] + [0.0]]})
+    r = demo_client.post(url, content=wide, headers={"content-type": "application/json"})
+    assert_error(r, 422, "invalid_input", "expected shape")
+
+
+def _number_text() -> st.SearchStrategy[str]:
+    """JSON number text the way clients may write it: long mantissas, halfway cases,
+    exponents far out of range, integers with many digits."""
+    digits = st.text("0123456789", min_size=1, max_size=30)
+    whole = st.one_of(
+        st.just("0"), st.builds(lambda a, b: a + b, st.sampled_from("123456789"), digits)
+    )
+    fraction = st.one_of(st.just(""), st.builds(lambda d: "." + d, digits))
+    exponent = st.one_of(
+        st.just(""),
+        st.builds(
+            lambda e, sign, n: e + sign + str(n),
+            st.sampled_from("eE"),
+            st.sampled_from(["", "+", "-"]),
+            st.integers(0, 400),
+        ),
+    )
+    return st.builds(
+        lambda sign, w, f, e: sign + w + f + e,
+        st.sampled_from(["", "-"]),
+        whole,
+        fraction,
+        exponent,
+    )
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    texts=st.lists(_number_text(), min_size=1, max_size=8),
+    dtype=st.sampled_from(["float32", "float64"]),
+)
+def test_number_text_reads_to_the_same_bits(texts: list[str], dtype: str) -> None:
+    body = b"{" + PAD + b'"inputs": [[' + ", ".join(texts).encode() + b"]]}"
+    _agrees(body, _signature(dtype))
 
 
 numbers = st.one_of(

@@ -68,3 +68,7 @@ def test_a_missing_round_leaves_the_other_and_a_failed_one_is_not_averaged_in(
     res = results.Results([_http(results, "modelport", 64, 0, 5_000.0)], inproc)
     assert res.l_model("pinned", "m2", 64) == pytest.approx(10_000.0)
     assert res.l_model("pinned", "m1", 64) is None
+    # neither round around a block has a figure (round 1 failed, round 2 never ran):
+    # the run's other rounds stand in
+    res = results.Results([_http(results, "modelport", 64, 1, 5_000.0)], inproc)
+    assert res.l_model("pinned", "m2", 64) == pytest.approx(10_000.0)
