@@ -19,48 +19,8 @@ SERVER_LABELS = {
 
 DOC_HEADER = """# Benchmarks
 
-`benchmarks/run.py` measures, interleaved in one run and on the same model files:
-
-- **(a) in-process limit**: the model called directly (no HTTP) at batch sizes 1, 8, 32, 128;
-  rows/s is the median of several timed loops. onnxruntime gets one intra-op thread per
-  allowed CPU. (a) is measured in rounds: before the first connection-count block of each
-  mode and model, and again after every block. A block's L_model (in its ratios and in
-  M2's combined bound) is the mean of the best rows/s of the round just before and the
-  round just after it, so the bound tracks the machine's speed while the block ran.
-- **(b) transport ceiling**: a raw ASGI app that reads the body and returns a constant JSON
-  body, on uvicorn (uvloop + httptools), on granian, and on uvicorn's server with
-  modelport's own HTTP protocol (`modelport.api.protocol:HttpProtocol`, what
-  `modelport serve` runs on); (b) is the fastest of the three in each cell. Since our
-  protocol is the fastest, the ratio against uvicorn and granian alone is shown too,
-  as "(b) 3rd-party", for comparison with earlier runs and other servers.
-- **(c) tutorial FastAPI app**: pydantic body, sync `def` endpoint, `predict_proba` /
-  `session.run` per request, one uvicorn worker (`benchmarks/baselines/fastapi_app.py`).
-- **(d) modelport**: `modelport serve MODEL --port P --data-dir TMP --log-level warning`,
-  default settings, native body `{"inputs": [[...]]}`.
-
-Models: **M1** = scikit-learn `StandardScaler` + `LogisticRegression` on iris (string labels,
-`m1_iris.joblib`); **M2** = ONNX MLP 256 → 4 x 1024 (ReLU) → 10, float32, opset 17
-(`m2_mlp.onnx`). Both are rebuilt by `benchmarks/models.py`; every request carries one row.
-
-Load: `wrk -t1 -cC --latency` on 127.0.0.1, closed loop, at 1, 16 and 64 connections; each
-server is started fresh, checked with one request, warmed up, then measured. Servers are
-rotated inside each connection-count block so slow drift hits all of them alike.
-**pinned**: server (and (a)) on CPU 0 (`taskset -c 0`), wrk on CPU 1; after start-up every
-thread of the server's process tree is put back on CPU 0 (onnxruntime's default thread pool
-otherwise moves its worker to another core), and the table notes how many had escaped.
-**unpinned**: nothing pinned. Errors = wrk socket errors (connect, read, write, timeout) +
-responses with status >= 400 (wrk's own count); every run first checks that the endpoint
-answers 200.
-
-Run it:
-
-```
-.venv/bin/python benchmarks/run.py                # full: about 18 minutes
-.venv/bin/python benchmarks/run.py --quick --modes unpinned --connections 1 --models m1
-```
-
-Each run replaces its own section below (keyed by its label) and writes
-`benchmarks/results/<timestamp>.json`.
+Written by `benchmarks/run.py` (`--help` for the options). What it measures and how to read
+the tables: the top of `docs/benchmarks.md` in the modelport repository.
 """
 
 NOISY_CPUS = 0.15

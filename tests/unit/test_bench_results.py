@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
@@ -14,13 +15,16 @@ BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "results.py"
 
 
 @pytest.fixture(scope="module")
-def results() -> ModuleType:
+def results() -> Iterator[ModuleType]:
     spec = importlib.util.spec_from_file_location("bench_results", BENCH)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules["bench_results"] = module  # dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    return module
+    try:
+        spec.loader.exec_module(module)
+        yield module
+    finally:
+        del sys.modules["bench_results"]
 
 
 def _inproc(results: ModuleType, round_: int, rates: dict[int, float]) -> list[object]:

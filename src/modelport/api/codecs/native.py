@@ -61,8 +61,8 @@ _FAST_DTYPES = frozenset({np.dtype(np.float32), np.dtype(np.float64)})
 _FAST_MIN_BYTES = 512  # smaller bodies read faster through orjson (measured: 30 B, 1.9 KB)
 _SHARED_MAX_BYTES = 1 << 20  # bodies above this get a parser of their own (see _Parsers)
 _ROWS_START = re.compile(rb'\s*\{\s*"inputs"\s*:\s*\[\s*\[')
-_largest = np.maximum.reduce
-_abs = np.abs
+_lowest = np.minimum.reduce
+_highest = np.maximum.reduce
 
 
 class _Parsers:
@@ -71,7 +71,10 @@ class _Parsers:
     So bodies up to 1 MiB share one parser (at most ~15 MB held per process) and larger
     ones get a parser that is dropped with them. simdjson refuses to re-parse while a
     proxy from its previous document lives; ``read_rows`` drops every proxy before it
-    returns, and should one ever leak, a fresh shared parser replaces the old one."""
+    returns. Should one ever leak, the shared parser would refuse every later body, so a
+    RuntimeError from it gets one retry on a fresh parser: if that one reads the body, it
+    becomes the shared parser; if it refuses too, the body was at fault (pysimdjson files
+    some parse errors, e.g. nesting too deep, as RuntimeError) and the old parser stays."""
 
     shared = simdjson.Parser()
 
@@ -81,11 +84,11 @@ class _Parsers:
             return simdjson.Parser().parse(body)
         try:
             return cls.shared.parse(body)
-        except RuntimeError as exc:
-            if "re-use" not in str(exc):  # a parse error pysimdjson files as RuntimeError
-                raise
-            cls.shared = simdjson.Parser()
-            return cls.shared.parse(body)
+        except RuntimeError:
+            fresh = simdjson.Parser()
+            doc = fresh.parse(body)  # raises again when the body itself is at fault
+            cls.shared = fresh
+            return doc
 
 
 def read_rows(body: bytes, signature: Signature) -> NamedArrays | None:
@@ -100,8 +103,9 @@ def read_rows(body: bytes, signature: Signature) -> NamedArrays | None:
     objects, deeper lists), syntax simdjson refuses, a leading BOM. It never accepts a
     body the general path refuses, and reads what it accepts to the same numbers: it gives
     up when a value is not below 2**53 in magnitude (an integer there may round
-    differently, and NaN fails the comparison), which also keeps a cast to float32
-    finite."""
+    differently), which also keeps a cast to float32 finite. One known exception, in its
+    favour: a number exactly halfway between two doubles spelled with hundreds of digits,
+    which orjson 3.x rounds the wrong way and simdjson (like Python's ``float``) right."""
     spec = signature.single_input
     if (
         spec is None
@@ -113,20 +117,20 @@ def read_rows(body: bytes, signature: Signature) -> NamedArrays | None:
     try:
         doc = _Parsers.parse(body)
         try:
+            # the prefix match made "inputs" the first key and its value a list that starts
+            # with a list; any second key (a repeated "inputs" too, whose last value
+            # orjson would take) is declined
             if not isinstance(doc, simdjson.Object) or len(doc) != 1:
                 return None
-            rows = doc.get("inputs")
-            if not isinstance(rows, simdjson.Array):
-                return None
+            rows: Any = doc["inputs"]
             n = len(rows)
             # n rows in the outer list and no other "[": nothing nested deeper, which
             # as_buffer would flatten without a word
-            if n == 0 or body.count(b"[") != n + 1:
+            if body.count(b"[") != n + 1:
                 return None
-            row: Any = rows[0]
-            if not isinstance(row, simdjson.Array) or len(row) == 0:
+            width = len(rows[0])  # a list: the prefix match saw "[["
+            if width == 0:
                 return None
-            width = len(row)
             if n > 1:
                 for row in rows:
                     if not isinstance(row, simdjson.Array) or len(row) != width:
@@ -134,9 +138,10 @@ def read_rows(body: bytes, signature: Signature) -> NamedArrays | None:
             flat = np.frombuffer(rows.as_buffer(of_type="d"), dtype=np.float64)
         finally:
             row = rows = doc = None  # no proxy may outlive this call: the parser is reused
-    except (ValueError, TypeError, RuntimeError, KeyError, IndexError, MemoryError):
+    except (ValueError, TypeError, RuntimeError, MemoryError):
         return None
-    if flat.size != n * width or not float(_largest(_abs(flat))) < _EXACT:
+    # NaN fails both comparisons
+    if not (flat.size == n * width and _lowest(flat) > -_EXACT and _highest(flat) < _EXACT):
         return None
     return {spec.name: flat.reshape(n, width).astype(spec.np_dtype, copy=False)}
 
