@@ -195,6 +195,24 @@ def test_over_http_a_declined_body_gets_the_general_paths_precise_error(
     wide = json.dumps({"inputs": [rows[0] + [0.0]]})
     r = demo_client.post(url, content=wide, headers={"content-type": "application/json"})
     assert_error(r, 422, "invalid_input", "expected shape")
+    # bodies that start like the fast reader's case but are broken or hostile: each gets
+    # the general path's precise error
+    text = body.decode()
+    for bad, status, code, words in [
+        (text[:-3], 400, "malformed_request", "not valid JSON"),  # truncated
+        (text.replace(",", ",,", 1), 400, "malformed_request", "not valid JSON"),
+        (text.replace("0.0", "NaN", 1), 422, "invalid_input", "NaN or infinite"),
+        (text.replace("0.0", "1e999", 1), 422, "invalid_input", "NaN or infinite"),
+        (text.replace("0.0", "1e300", 1), 422, "invalid_input", "values must lie in"),
+    ]:
+        assert len(bad) >= 512 and native._ROWS_START.match(bad.encode())
+        r = demo_client.post(url, content=bad, headers={"content-type": "application/json"})
+        assert_error(r, status, code, words)
+    deep = '{"inputs": [[' + "[" * 5000 + "]" * 5000 + "]]}"  # past simdjson's depth limit
+    r = demo_client.post(url, content=deep, headers={"content-type": "application/json"})
+    assert r.status_code in (400, 422)
+    r = demo_client.post(url, content=body, headers={"content-type": "application/json"})
+    assert r.status_code == 200  # and the server still answers
 
 
 def _number_text() -> st.SearchStrategy[str]:

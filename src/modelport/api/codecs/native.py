@@ -94,8 +94,7 @@ class _Parsers:
 def read_rows(body: bytes, signature: Signature) -> NamedArrays | None:
     """The commonest large body, ``{"inputs": [[x, ...], ...]}`` for a model with one
     float32 or float64 input, read straight from the JSON text into a float64 buffer by
-    simdjson: no Python float per number. With the signature check, 256 numbers take
-    ~8 µs instead of ~13 µs, and thousands 2-2.5x less time than the general path.
+    simdjson: no Python float per number (measured in docs/benchmarks.md, "What changed").
 
     Returns None, and the caller takes the general path, for anything else or anything
     unusual: a body under 512 bytes or not starting ``{"inputs": [[``, another key, rows
