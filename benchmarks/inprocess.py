@@ -1,6 +1,8 @@
 """(a) In-process limit: call the model directly at several batch sizes and print rows/s.
 
-Usage: ``python benchmarks/inprocess.py MODEL_FILE BODY_FILE [--batches 1,8,32,128]``.
+Usage: ``python benchmarks/inprocess.py MODEL_FILE BODY_FILE [--batches 1,8,32,128] [--plan]``.
+``--plan``: a scikit-learn model as modelport runs it (``core/runtimes/_linear.py``: the same
+arithmetic as numpy, without scikit-learn's per-call checks) instead of ``predict_proba``.
 Run it under ``taskset`` to pin it; every thread is then held to the starting CPU set
 (see ``pinning.enforce``), and onnxruntime gets one intra-op thread per allowed CPU.
 Prints one JSON object per batch size: ``{"batch", "rows_per_s", "us_per_call", ...}``.
@@ -22,7 +24,7 @@ from pinning import enforce
 Predict = Callable[[np.ndarray], object]
 
 
-def load(model: Path, n_cpus: int) -> tuple[Predict, np.dtype]:
+def load(model: Path, n_cpus: int, plan: bool = False) -> tuple[Predict, np.dtype]:
     """Return a batch predict function and the input dtype the model takes."""
     if model.suffix == ".onnx":
         import onnxruntime as ort
@@ -35,6 +37,13 @@ def load(model: Path, n_cpus: int) -> tuple[Predict, np.dtype]:
     import joblib
 
     estimator = joblib.load(model)
+    if plan:
+        from modelport.core.runtimes._linear import LinearPlan, compile_linear
+
+        compiled = compile_linear(estimator, "predict_proba", estimator.n_features_in_)
+        if not isinstance(compiled, LinearPlan):
+            raise SystemExit(f"no numpy plan for {model.name}: {compiled}")
+        return compiled.run, np.dtype(np.float64)
     return estimator.predict_proba, np.dtype(np.float64)
 
 
@@ -74,9 +83,10 @@ def main() -> int:
     parser.add_argument("--batches", default="1,8,32,128")
     parser.add_argument("--seconds", type=float, default=0.4, help="length of one timed loop")
     parser.add_argument("--repeats", type=int, default=5, help="timed loops per batch size")
+    parser.add_argument("--plan", action="store_true", help="modelport's numpy plan (sklearn)")
     args = parser.parse_args()
     cpus = os.sched_getaffinity(0)
-    predict, dtype = load(args.model, len(cpus))
+    predict, dtype = load(args.model, len(cpus), args.plan)
     escaped = enforce(os.getpid(), cpus)
     row = np.asarray(json.loads(args.body.read_text())["inputs"][0], dtype=dtype)
     for batch in (int(b) for b in args.batches.split(",")):

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from modelport.core.runtime import BaseLoadedModel, ModelConfig
+from modelport.core.runtimes._linear import LinearPlan, compile_linear
 from modelport.core.signature import NamedArrays, Signature, Task, TensorSpec
 from modelport.errors import ConfigError, MissingExtra
 
@@ -26,7 +27,9 @@ _SAFE_MODULE_PREFIXES = ("sklearn.", "numpy.", "scipy.", "builtins.", "collectio
 
 
 class SklearnModel(BaseLoadedModel):
-    def __init__(self, estimator: Any, signature: Signature) -> None:
+    def __init__(
+        self, estimator: Any, signature: Signature, name: str = "", compile: bool = True
+    ) -> None:
         self._estimator = estimator
         self.signature = signature
         self._proba = signature.task is Task.CLASSIFICATION and hasattr(estimator, "predict_proba")
@@ -34,6 +37,29 @@ class SklearnModel(BaseLoadedModel):
         # Estimators fitted on a DataFrame warn on every numpy call; we validated the
         # column order ourselves, so the warning carries no information here.
         self._named = hasattr(estimator, "feature_names_in_")
+        self.plan: LinearPlan | None = None
+        if compile:
+            self.plan = self._compile(name or type(estimator).__name__)
+
+    def _compile(self, name: str) -> LinearPlan | None:
+        """Linear pipelines run as plain numpy (``_linear.py``) when that matches bit for bit."""
+        method = "predict_proba" if self._proba else "predict"
+        spec = self.signature.inputs[0]
+        if len(self.signature.inputs) != 1 or spec.np_dtype != np.float64 or len(spec.shape) != 2:
+            return None
+        if spec.shape[1] < 1:
+            return None
+        plan = compile_linear(self._estimator, method, spec.shape[1])
+        if isinstance(plan, str):
+            log.debug("%s: scikit-learn runs every batch (%s)", name, plan)
+            return None
+        log.info(
+            "%s: %s runs as numpy without scikit-learn's per-call checks (equal bit for bit "
+            "on probe batches; options: {compile: false} in model.yaml turns this off)",
+            name,
+            " -> ".join(plan.names),
+        )
+        return plan
 
     def _call(self, method: Any, x: np.ndarray) -> np.ndarray:
         if not self._named:
@@ -44,13 +70,15 @@ class SklearnModel(BaseLoadedModel):
 
     def predict(self, inputs: NamedArrays) -> NamedArrays:
         x = inputs[INPUT]
+        if self.plan is not None and x.dtype == np.float64:
+            out = self.plan.run(x)
+        else:
+            out = self._call(
+                self._estimator.predict_proba if self._proba else self._estimator.predict, x
+            )
         if self._proba:
-            proba = self._call(self._estimator.predict_proba, x)
-            return {
-                "label": self._classes[np.argmax(proba, axis=1)],
-                "probabilities": proba,
-            }
-        return {"prediction": self._call(self._estimator.predict, x)}
+            return {"label": self._classes[np.argmax(out, axis=1)], "probabilities": out}
+        return {"prediction": out}
 
 
 def _load_skops(path: Path, config: ModelConfig) -> Any:
@@ -130,4 +158,9 @@ class SklearnRuntime:
             raise ConfigError(f"{artifact.name}: not a scikit-learn artifact")
         if not hasattr(estimator, "predict"):
             raise ConfigError(f"{artifact.name}: the object has no predict method")
-        return SklearnModel(estimator, _infer_signature(estimator, artifact))
+        compile = config.options.get("compile", True)
+        if not isinstance(compile, bool):
+            raise ConfigError(f"{artifact.name}: options.compile must be true or false")
+        return SklearnModel(
+            estimator, _infer_signature(estimator, artifact), artifact.name, compile
+        )
