@@ -143,6 +143,39 @@ def test_workers_share_the_port(start_server: Any, tmp_path: Path) -> None:
     assert server.output().count("Application startup complete") == 2
 
 
+def test_workers_report_batch_statistics_together(start_server: Any, tmp_path: Path) -> None:
+    """Each worker counts its own batches; whichever answers GET /v1/models/NAME adds its
+    siblings' published counters, so the figures do not depend on the connection."""
+    import time
+
+    boards = set(Path("/dev/shm").glob("modelport-stats-*"))
+    server = start_server("--data-dir", str(tmp_path / "data"), "--workers", "2")
+    deadline = time.monotonic() + 60
+    while server.output().count("Application startup complete") < 2:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    workers = set()
+    for _ in range(40):  # a new connection each: both workers get some
+        r = httpx.post(f"{server.url}/v1/models/iris/predict", json={"instances": [RECORD]})
+        assert r.status_code == 200
+        workers.add(r.headers["x-request-id"].split("-")[0])
+    assert len(workers) == 2
+    reports: dict[str, dict[str, Any]] = {}
+    deadline = time.monotonic() + 20
+    while len(reports) < 2 and time.monotonic() < deadline:
+        r = httpx.get(f"{server.url}/v1/models/iris")
+        stats = r.json()["versions"][0]["batching"]["stats"]
+        if stats["requests"] == 40:  # siblings publish once a second
+            reports[r.headers["x-request-id"].split("-")[0]] = stats
+        time.sleep(0.05)
+    assert set(reports) == workers  # each worker, answering, counts all 40
+    for stats in reports.values():
+        assert stats["workers"] == 2 and stats["rows"] == 40
+        assert stats["max_batch_rows"] >= 1 and stats["batches"] <= 40
+    assert server.stop() == 0
+    assert set(Path("/dev/shm").glob("modelport-stats-*")) <= boards  # removed at exit
+
+
 def _children(pid: int) -> set[int]:
     try:
         text = Path(f"/proc/{pid}/task/{pid}/children").read_text()

@@ -9,6 +9,7 @@ from typing import Any
 from modelport.api.security import SecurityGate  # security (issue 4)
 from modelport.core.registry import Registry
 from modelport.core.service import InferenceService
+from modelport.observe.worker_stats import StatsBoard
 from modelport.settings import Settings
 
 
@@ -28,3 +29,5 @@ class Services:
     tune_gc: bool = False
     # security (issue 4): auth, scopes, limits, metering; None = no gate (bare app in tests)
     security: SecurityGate | None = None
+    # one of several HTTP workers: batch statistics are shared through this board
+    stats_board: StatsBoard | None = None

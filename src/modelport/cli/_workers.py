@@ -18,10 +18,14 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import shutil
 import signal
 import socket
+import tempfile
 import threading
 import time
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 log = logging.getLogger("modelport.workers")
@@ -45,10 +49,26 @@ def reuseport_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _worker_main(config_kwargs: dict[str, Any], host: str, port: int) -> None:
+@dataclass(frozen=True)
+class WorkerSlot:
+    """Which worker this process is, and the directory the workers share batch statistics
+    in (``observe/worker_stats.py``). Set before uvicorn builds the app."""
+
+    index: int
+    stats_dir: Path
+
+
+slot: WorkerSlot | None = None  # in a worker process: its slot; None elsewhere
+
+
+def _worker_main(
+    config_kwargs: dict[str, Any], host: str, port: int, index: int, stats_dir: Path
+) -> None:
     """One worker: its own socket in the port's SO_REUSEPORT group, then uvicorn's server."""
     import uvicorn
 
+    global slot
+    slot = WorkerSlot(index, stats_dir)
     sock = reuseport_socket(host, port)
     config = uvicorn.Config(**config_kwargs)
     uvicorn.Server(config).run(sockets=[sock])
@@ -60,10 +80,14 @@ def run_workers(count: int, config_kwargs: dict[str, Any], host: str, port: int)
     port = reserved.getsockname()[1]
     context = multiprocessing.get_context("spawn")
     stop = threading.Event()
+    shm = Path("/dev/shm")
+    stats_dir = Path(tempfile.mkdtemp(prefix="modelport-stats-", dir=shm if shm.is_dir() else None))
 
-    def start() -> Any:
+    def start(index: int) -> Any:
         process = context.Process(
-            target=_worker_main, args=(config_kwargs, host, port), name="modelport-worker"
+            target=_worker_main,
+            args=(config_kwargs, host, port, index, stats_dir),
+            name="modelport-worker",
         )
         process.start()
         return process
@@ -72,7 +96,7 @@ def run_workers(count: int, config_kwargs: dict[str, Any], host: str, port: int)
         stop.set()
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
-    processes = [start() for _ in range(count)]
+    processes = [start(i) for i in range(count)]
     restarts: list[float] = []
     status = 0
     try:
@@ -97,7 +121,7 @@ def run_workers(count: int, config_kwargs: dict[str, Any], host: str, port: int)
                     process.pid,
                     process.exitcode,
                 )
-                processes[i] = start()
+                processes[i] = start(i)  # the same slot: its statistics start again
     finally:
         for process in processes:
             if process.is_alive() and process.pid is not None:
@@ -108,6 +132,7 @@ def run_workers(count: int, config_kwargs: dict[str, Any], host: str, port: int)
                 process.kill()
                 process.join()
         reserved.close()
+        shutil.rmtree(stats_dir, ignore_errors=True)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     return status

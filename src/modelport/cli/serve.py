@@ -151,7 +151,9 @@ def worker_app() -> Any:
     """App factory run in each HTTP worker process of ``modelport serve --workers N``."""
     from modelport.api.app import create_app
     from modelport.bootstrap import build
+    from modelport.cli import _workers
     from modelport.observe.logging import configure
+    from modelport.observe.worker_stats import StatsBoard, snapshot_of
     from modelport.settings import settings_for_worker
 
     settings = settings_for_worker()
@@ -159,4 +161,17 @@ def worker_app() -> Any:
     services = build(settings)
     services.load_in_background = False
     services.tune_gc = settings.server.gc_tuning
+    if _workers.slot is not None:  # share batch statistics with the sibling workers
+        board = StatsBoard(_workers.slot.stats_dir, _workers.slot.index)
+        registry = services.registry
+
+        async def publish() -> None:
+            board.start(lambda: snapshot_of(registry))
+
+        async def last() -> None:
+            await board.stop(lambda: snapshot_of(registry))
+
+        services.stats_board = board
+        services.startup.append(publish)
+        services.shutdown.append(last)
     return create_app(services)

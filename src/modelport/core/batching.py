@@ -88,6 +88,22 @@ class BatchStats:
     rejected_overload: int = 0
     failed_batches: int = 0
 
+    @classmethod
+    def combine(cls, parts: list[BatchStats]) -> BatchStats:
+        """The counters of several batchers (e.g. one per HTTP worker) as one."""
+        total = cls()
+        for part in parts:
+            total.batches += part.batches
+            total.rows += part.rows
+            total.requests += part.requests
+            total.max_batch_rows = max(total.max_batch_rows, part.max_batch_rows)
+            total.queue_wait_s_total += part.queue_wait_s_total
+            total.dropped_deadline += part.dropped_deadline
+            total.dropped_cancelled += part.dropped_cancelled
+            total.rejected_overload += part.rejected_overload
+            total.failed_batches += part.failed_batches
+        return total
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "batches": self.batches,

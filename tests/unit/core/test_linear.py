@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from sklearn.datasets import load_diabetes, load_iris
 from sklearn.linear_model import ElasticNet, Lasso, LinearRegression, LogisticRegression, Ridge
-from sklearn.pipeline import make_pipeline
+from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import (
     MaxAbsScaler,
     MinMaxScaler,
@@ -41,7 +42,12 @@ SCALERS: list[Any] = [
     MaxAbsScaler(clip=True),
     RobustScaler(),
     RobustScaler(with_centering=False),
+    RobustScaler(with_scaling=False),
+    RobustScaler(with_centering=False, with_scaling=False),
+    StandardScaler(with_mean=False, with_std=False),
 ]
+# iris, and rows far outside it (so that the clipping scalers clip)
+WIDE_X = np.vstack([IRIS_X, IRIS_X * 4 - 10, -IRIS_X * 7])
 
 
 def _classifiers() -> list[Any]:
@@ -75,6 +81,12 @@ def _classifiers() -> list[Any]:
             IRIS_X,
             IRIS_Y,
         ),
+        (
+            "none-step",
+            Pipeline([("s", StandardScaler()), ("skip", None), ("lr", LogisticRegression())]),
+            IRIS_X,
+            IRIS_Y,
+        ),
     ]
     return [pytest.param(*case, id=case[0]) for case in cases]
 
@@ -102,10 +114,11 @@ def test_classifiers_compile_and_match_scikit_learn_bit_for_bit(
     est.fit(x, y)
     model = _model(est)
     assert isinstance(model.plan, LinearPlan), case  # declining would make this test vacuous
-    got = model.predict({"input": x})
-    assert np.array_equal(got["probabilities"], est.predict_proba(x))
+    got = model.predict({"input": WIDE_X})
+    assert np.array_equal(got["probabilities"], est.predict_proba(WIDE_X))
     assert got["probabilities"].dtype == np.float64
-    assert np.array_equal(got["label"], est.classes_[np.argmax(est.predict_proba(x), axis=1)])
+    want = est.classes_[np.argmax(est.predict_proba(WIDE_X), axis=1)]
+    assert np.array_equal(got["label"], want)
 
 
 @pytest.mark.parametrize(("case", "est", "x", "y"), _regressors())
@@ -196,6 +209,7 @@ def test_a_step_that_overflows_fails_the_batch_as_scikit_learn_does() -> None:
 
 def test_nan_passed_through_a_scaler_is_refused_as_scikit_learn_refuses_it() -> None:
     model = _model(make_pipeline(StandardScaler(), LogisticRegression()).fit(IRIS_X, IRIS_Y))
+    assert model.plan is not None
     x = np.array([[1.0, np.nan, 2.0, 3.0]])  # a signature that allows NaN lets it through
     with pytest.raises(ValueError):
         model._estimator.predict_proba(x)
@@ -203,14 +217,63 @@ def test_nan_passed_through_a_scaler_is_refused_as_scikit_learn_refuses_it() -> 
         model.predict({"input": x})
 
 
-def test_compile_false_and_other_dtypes_use_scikit_learn(caplog: pytest.LogCaptureFixture) -> None:
+def test_compile_false_and_batches_the_plan_does_not_take_use_scikit_learn() -> None:
     est = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)).fit(IRIS_X, IRIS_Y)
-    assert _model(est, compile=False).plan is None
+    assert _model(est, compiled=False).plan is None
     model = _model(est)
     assert model.plan is not None
-    # a model.yaml signature may ask for float32: scikit-learn then computes in float32
+
+    def not_here(x: np.ndarray) -> np.ndarray:
+        raise AssertionError("the plan ran")
+
+    model.plan = dataclasses.replace(model.plan, transforms=(not_here,))
+    # A model.yaml signature may declare its own dtype or shape: scikit-learn then gets the
+    # batch (the plan above would raise) and computes or refuses it in its own words.
     x32 = IRIS_X[:5].astype(np.float32)
     assert np.array_equal(model.predict({"input": x32})["probabilities"], est.predict_proba(x32))
+    with pytest.raises(ValueError, match="expecting 4 features"):
+        model.predict({"input": IRIS_X[:3, :1]})
+    with pytest.raises(ValueError, match="Expected 2D array"):
+        model.predict({"input": IRIS_X[0]})
+
+
+@pytest.mark.parametrize(
+    ("steps", "x"),
+    [
+        # a step overflows to infinity and a clipping scaler would hide it
+        ([StandardScaler(), MinMaxScaler(clip=True)], [[1.7e308, 1, 1, 1]]),
+        # infinity given (a model.yaml signature may allow it) straight to a clipping scaler
+        ([MinMaxScaler(clip=True)], [[np.inf, 1, 1, 1]]),
+        ([MaxAbsScaler(clip=True)], [[1, -np.inf, 1, 1]]),
+    ],
+)
+def test_infinity_is_refused_before_a_clipping_scaler_as_scikit_learn_does(
+    steps: list[Any], x: list[list[float]]
+) -> None:
+    est = make_pipeline(*steps, LogisticRegression(max_iter=1000)).fit(IRIS_X, IRIS_Y)
+    model = _model(est)
+    assert model.plan is not None
+    batch = np.array(x)
+    with np.errstate(over="ignore"), pytest.raises(ValueError, match="infinity"):
+        est.predict_proba(batch)
+    with np.errstate(over="ignore"), pytest.raises(ValueError, match="Scaler got infinity"):
+        model.predict({"input": batch})
+
+
+def test_scalers_fitted_in_float32_and_failing_probes_are_left_to_scikit_learn() -> None:
+    est = make_pipeline(MinMaxScaler(), LogisticRegression(max_iter=1000))
+    est.fit(IRIS_X.astype(np.float32), IRIS_Y)  # its scale_ is float32: other arithmetic
+    assert compile_linear(est, "predict_proba", 4) == (
+        "MinMaxScaler is not a scaler modelport runs itself"
+    )
+
+    def refuses(x: np.ndarray) -> np.ndarray:
+        raise ValueError("nope")
+
+    fitted = make_pipeline(StandardScaler(), LogisticRegression()).fit(IRIS_X, IRIS_Y)
+    fitted.predict_proba = refuses  # type: ignore[method-assign]
+    got = compile_linear(fitted, "predict_proba", 4)
+    assert got == "probe batch of 1 rows failed: ValueError: nope"
 
 
 def test_the_runtime_logs_the_choice_and_checks_the_option(
@@ -223,7 +286,7 @@ def test_the_runtime_logs_the_choice_and_checks_the_option(
     with caplog.at_level(logging.INFO, logger="modelport.runtime.sklearn"):
         model = SklearnRuntime().load(path, ModelConfig())
     assert model.plan is not None
-    assert "iris.joblib: StandardScaler -> LogisticRegression runs as numpy" in caplog.text
+    assert f"{path}: StandardScaler -> LogisticRegression runs as numpy" in caplog.text
     off = SklearnRuntime().load(path, ModelConfig(options={"compile": False}))
     assert off.plan is None
     with pytest.raises(ConfigError, match=r"options\.compile must be true or false"):

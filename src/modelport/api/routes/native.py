@@ -11,9 +11,12 @@ from starlette.routing import BaseRoute, Route
 from modelport.api.responses import json_response
 from modelport.api.services import Services
 from modelport.core.registry import ServedModel, ServedVersion
+from modelport.observe.worker_stats import StatsBoard
 
 
-def version_info(sv: ServedVersion) -> dict[str, Any]:
+def version_info(sv: ServedVersion, board: StatsBoard | None = None) -> dict[str, Any]:
+    """One version's state, signature and batching; with several HTTP workers (``board``)
+    the batch statistics are every worker's together."""
     info: dict[str, Any] = {"version": sv.version, "state": sv.state.value, "runtime": sv.runtime}
     if sv.error:
         info["error"] = sv.error
@@ -21,17 +24,20 @@ def version_info(sv: ServedVersion) -> dict[str, Any]:
         info["signature"] = sv.signature.to_dict()
     if sv.batcher is not None:
         policy = sv.batcher.policy
+        stats, workers = sv.batcher.stats, 1
+        if board is not None:
+            stats, workers = board.combined(sv.model, sv.version, stats)
         info["batching"] = {
             "max_batch_size": policy.max_batch_size,
             "max_delay_ms": policy.max_delay_s * 1000,
             "max_queue": policy.max_queue,
-            "queued": sv.batcher.queued,
-            "stats": sv.batcher.stats.to_dict(),
+            "queued": sv.batcher.queued,  # this worker's queue, now
+            "stats": stats.to_dict() | {"workers": workers},
         }
     return info
 
 
-def model_info(model: ServedModel, detail: bool) -> dict[str, Any]:
+def model_info(model: ServedModel, detail: bool, board: StatsBoard | None = None) -> dict[str, Any]:
     try:
         default: str | None = model.resolve_name(None)
     except Exception:
@@ -46,7 +52,7 @@ def model_info(model: ServedModel, detail: bool) -> dict[str, Any]:
         info["description"] = model.config.description
     if detail:
         info["metadata"] = model.config.metadata
-        info["versions"] = [version_info(v) for v in model.versions.values()]
+        info["versions"] = [version_info(v, board) for v in model.versions.values()]
     else:
         info["versions"] = [
             {"version": v.version, "state": v.state.value, "runtime": v.runtime}
@@ -64,7 +70,8 @@ def routes(services: Services) -> list[BaseRoute]:
         )
 
     async def describe_model(request: Request) -> Response:
-        return json_response(model_info(registry.get(request.path_params["name"]), detail=True))
+        model = registry.get(request.path_params["name"])
+        return json_response(model_info(model, detail=True, board=services.stats_board))
 
     return [
         Route("/v1/models", list_models, methods=["GET"]),

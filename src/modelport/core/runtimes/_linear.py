@@ -7,21 +7,25 @@ the batch against the signature (dtype, shape, finiteness), so for the estimator
 runs the same numpy operations, in the same order, itself: ~6 µs for one row, ~12 µs for 64.
 
 Covered: a bare estimator or a ``Pipeline`` of per-feature scalers (``StandardScaler``,
-``MinMaxScaler``, ``MaxAbsScaler``, ``RobustScaler``, or ``"passthrough"``) ending in
+``MinMaxScaler``, ``MaxAbsScaler``, ``RobustScaler``, ``"passthrough"``) ending in
 ``LogisticRegression`` (``predict_proba``) or ``LinearRegression``, ``Ridge``, ``Lasso``,
 ``ElasticNet`` (``predict``). Exact classes only: a subclass may compute something else.
 
 The plan is never trusted on its own: ``compile_linear`` runs scikit-learn and the plan on
 the same probe batches and keeps the plan only if every output is equal bit for bit; any
 difference (another scikit-learn version doing the arithmetic differently, say) means
-scikit-learn runs every batch as before. The one check scikit-learn makes between steps
-that the signature cannot make, that the scaled values are finite, the plan makes too and
-fails the batch with a ``ValueError`` as scikit-learn does.
+scikit-learn runs every batch as before.
+
+What scikit-learn refuses, the plan refuses or leaves to scikit-learn. A batch that is not
+float64, 2-D, with the fitted number of features and at least one row (possible when
+model.yaml declares its own signature) is handed to scikit-learn (``LinearPlan.takes``).
+Otherwise the plan raises ``ValueError``, as scikit-learn does, where a value would reach
+the estimator as NaN or infinity (given, where the signature allows it, or made by a step
+that overflows) or a clipping scaler as infinity, the one step that could hide one.
 """
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -36,23 +40,48 @@ Step = Callable[[np.ndarray], np.ndarray]
 
 _REGRESSORS = (LinearRegression, Ridge, Lasso, ElasticNet)
 PROBE_BATCHES = (1, 2, 7, 64, 200)
+PROBE_MAX_VALUES = 1_000_000  # a probe batch of a very wide model gets fewer rows
+
+
+class _Clip:
+    """A clipping step: scikit-learn refuses infinity at each step's input, and clipping is
+    the one step that could turn an infinity (given, or made by an earlier step) finite."""
+
+    def __init__(self, step: Step, name: str) -> None:
+        self.step = step
+        self.name = name
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        if np.isinf(x).any():
+            raise ValueError(f"{self.name} got infinity")
+        return self.step(x)
 
 
 @dataclass(frozen=True)
 class LinearPlan:
-    """``run(x)`` gives what scikit-learn's ``method`` gives for a float64 batch ``x``."""
+    """``run(x)`` gives what scikit-learn's ``method`` gives for a float64 batch ``x`` of
+    shape (rows >= 1, n_features); ``takes(x)`` says whether ``x`` is such a batch."""
 
     method: str  # "predict_proba" or "predict"
     names: tuple[str, ...]  # the steps, for the log
+    n_features: int
     transforms: tuple[Step, ...]
     head: Step
+
+    def takes(self, x: np.ndarray) -> bool:
+        shape = x.shape
+        return (
+            x.dtype == np.float64
+            and len(shape) == 2
+            and shape[1] == self.n_features
+            and shape[0] > 0
+        )
 
     def run(self, x: np.ndarray) -> np.ndarray:
         for step in self.transforms:  # each makes a new array: the caller's x is never written
             x = step(x)
-        if not np.isfinite(x).all():
-            # what the estimator's own input check refuses (e.g. a scale that overflows)
-            raise ValueError(f"{self.names[-1]} got NaN or infinity from the steps before it")
+        if not np.isfinite(x).all():  # what the estimator's own input check refuses
+            raise ValueError(f"{self.names[-1]} got NaN or infinity")
         return self.head(x)
 
 
@@ -60,47 +89,46 @@ def _dense(*arrays: Any) -> bool:
     return all(isinstance(a, np.ndarray) and a.dtype == np.float64 for a in arrays)
 
 
-def _scaler(est: Any) -> Step | None:
+def _shift_scale(shift: Any, scale: Any) -> list[Step] | None:
+    """``(x - shift) / scale``, either part optional (None): StandardScaler, RobustScaler."""
+    if not _dense(*(a for a in (shift, scale) if a is not None)):
+        return None
+    if shift is not None and scale is not None:
+        return [lambda x: (x - shift) / scale]
+    if shift is not None:
+        return [lambda x: x - shift]
+    if scale is not None:
+        return [lambda x: x / scale]
+    return []  # neither: the identity (no step writes to its input, so no copy is needed)
+
+
+def _scaler(est: Any) -> list[Step] | None:
+    """The steps for one fitted scaler, or None if it is not one the plan covers."""
     kind = type(est)
     if kind is StandardScaler:
-        mean = est.mean_ if est.with_mean else None
-        scale = est.scale_ if est.with_std else None
-        if not _dense(*(a for a in (mean, scale) if a is not None)):
-            return None
-        if mean is not None and scale is not None:
-            return lambda x: (x - mean) / scale
-        if mean is not None:
-            return lambda x: x - mean
-        if scale is not None:
-            return lambda x: x / scale
-        return lambda x: x.copy()
+        return _shift_scale(
+            est.mean_ if est.with_mean else None, est.scale_ if est.with_std else None
+        )
+    if kind is RobustScaler:
+        return _shift_scale(
+            est.center_ if est.with_centering else None,
+            est.scale_ if est.with_scaling else None,
+        )
     if kind is MinMaxScaler:
         mul, add = est.scale_, est.min_
         if not _dense(mul, add):
             return None
         if est.clip:
             low, high = (float(v) for v in est.feature_range)
-            return lambda x: np.clip(x * mul + add, low, high)
-        return lambda x: x * mul + add
+            return [_Clip(lambda x: np.clip(x * mul + add, low, high), "MinMaxScaler")]
+        return [lambda x: x * mul + add]
     if kind is MaxAbsScaler:
         scale = est.scale_
         if not _dense(scale):
             return None
-        if getattr(est, "clip", False):
-            return lambda x: np.clip(x / scale, -1.0, 1.0)
-        return lambda x: x / scale
-    if kind is RobustScaler:
-        center = est.center_ if est.with_centering else None
-        scale = est.scale_ if est.with_scaling else None
-        if not _dense(*(a for a in (center, scale) if a is not None)):
-            return None
-        if center is not None and scale is not None:
-            return lambda x: (x - center) / scale
-        if center is not None:
-            return lambda x: x - center
-        if scale is not None:
-            return lambda x: x / scale
-        return lambda x: x.copy()
+        if est.clip:
+            return [_Clip(lambda x: np.clip(x / scale, -1.0, 1.0), "MaxAbsScaler")]
+        return [lambda x: x / scale]
     return None
 
 
@@ -135,7 +163,7 @@ def _head(est: Any, method: str) -> Step | None:
     return None
 
 
-def plan_linear(estimator: Any, method: str) -> LinearPlan | str:
+def plan_linear(estimator: Any, method: str, n_features: int) -> LinearPlan | str:
     """The plan for ``estimator.method``, or the reason there is none."""
     steps = estimator.steps if type(estimator) is Pipeline else [("", estimator)]
     *before, (_, last) = steps
@@ -144,16 +172,16 @@ def plan_linear(estimator: Any, method: str) -> LinearPlan | str:
     for _, step in before:
         if step is None or step == "passthrough":
             continue
-        fn = _scaler(step)
-        if fn is None:
+        steps_of = _scaler(step)
+        if steps_of is None:
             return f"{type(step).__name__} is not a scaler modelport runs itself"
-        transforms.append(fn)
+        transforms += steps_of
         names.append(type(step).__name__)
     head = _head(last, method)
     if head is None:
         return f"{type(last).__name__}.{method} is not one modelport runs itself"
     names.append(type(last).__name__)
-    return LinearPlan(method, tuple(names), tuple(transforms), head)
+    return LinearPlan(method, tuple(names), n_features, tuple(transforms), head)
 
 
 def probe_rows(estimator: Any, n_features: int, rows: int, seed: int = 0) -> np.ndarray:
@@ -173,16 +201,15 @@ def probe_rows(estimator: Any, n_features: int, rows: int, seed: int = 0) -> np.
 
 def compile_linear(estimator: Any, method: str, n_features: int) -> LinearPlan | str:
     """A plan checked bit for bit against ``estimator.method`` on probe batches, or why not."""
-    plan = plan_linear(estimator, method)
+    plan = plan_linear(estimator, method, n_features)
     if isinstance(plan, str):
         return plan
     reference = getattr(estimator, method)
-    for i, rows in enumerate(PROBE_BATCHES):
+    for i, wanted in enumerate(PROBE_BATCHES):
+        rows = max(1, min(wanted, PROBE_MAX_VALUES // n_features))
         x = probe_rows(estimator, n_features, rows, seed=i)
         try:
-            with warnings.catch_warnings():  # e.g. fitted on a DataFrame, called with numpy
-                warnings.simplefilter("ignore")
-                expected = np.asarray(reference(x.copy()))
+            expected = np.asarray(reference(x.copy()))
             got = plan.run(x.copy())
         except Exception as exc:  # a probe scikit-learn refuses proves nothing either way
             return f"probe batch of {rows} rows failed: {type(exc).__name__}: {exc}"

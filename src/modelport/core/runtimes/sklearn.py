@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import logging
+import threading
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from modelport.core.runtime import BaseLoadedModel, ModelConfig
-from modelport.core.runtimes._linear import LinearPlan, compile_linear
 from modelport.core.signature import NamedArrays, Signature, Task, TensorSpec
 from modelport.errors import ConfigError, MissingExtra
 
@@ -19,7 +19,17 @@ try:
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise MissingExtra("sklearn", "joblib") from exc
 
+if TYPE_CHECKING:
+    from modelport.core.runtimes._linear import LinearPlan
+
 log = logging.getLogger("modelport.runtime.sklearn")
+
+# Estimators fitted on a DataFrame warn when called with numpy rows; modelport has checked
+# the column order itself, so the warning says nothing here. ``warnings.catch_warnings``
+# swaps the process-wide filter list, so modelport's uses of it take turns: a model's
+# probes run in a loader thread while other models' batches run.
+_NO_NAMES = "X does not have valid feature names"
+_WARNINGS_LOCK = threading.Lock()
 
 INPUT = "input"
 _PICKLE_SUFFIXES = (".joblib", ".pkl", ".pickle")
@@ -28,28 +38,31 @@ _SAFE_MODULE_PREFIXES = ("sklearn.", "numpy.", "scipy.", "builtins.", "collectio
 
 class SklearnModel(BaseLoadedModel):
     def __init__(
-        self, estimator: Any, signature: Signature, name: str = "", compile: bool = True
+        self, estimator: Any, signature: Signature, name: str = "", compiled: bool = True
     ) -> None:
         self._estimator = estimator
         self.signature = signature
         self._proba = signature.task is Task.CLASSIFICATION and hasattr(estimator, "predict_proba")
         self._classes = np.asarray(getattr(estimator, "classes_", []))
-        # Estimators fitted on a DataFrame warn on every numpy call; we validated the
-        # column order ourselves, so the warning carries no information here.
         self._named = hasattr(estimator, "feature_names_in_")
         self.plan: LinearPlan | None = None
-        if compile:
+        if compiled:
             self.plan = self._compile(name or type(estimator).__name__)
 
     def _compile(self, name: str) -> LinearPlan | None:
         """Linear pipelines run as plain numpy (``_linear.py``) when that matches bit for bit."""
+        n_features = getattr(self._estimator, "n_features_in_", None)
+        if not isinstance(n_features, int | np.integer) or n_features < 1:
+            return None
+        try:  # scikit-learn itself is needed only by models that are scikit-learn's
+            from modelport.core.runtimes._linear import compile_linear
+        except ImportError:
+            return None
         method = "predict_proba" if self._proba else "predict"
-        spec = self.signature.inputs[0]
-        if len(self.signature.inputs) != 1 or spec.np_dtype != np.float64 or len(spec.shape) != 2:
-            return None
-        if spec.shape[1] < 1:
-            return None
-        plan = compile_linear(self._estimator, method, spec.shape[1])
+        # the probes call scikit-learn with numpy rows, as ``_call`` does
+        with _WARNINGS_LOCK, warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=_NO_NAMES)
+            plan = compile_linear(self._estimator, method, int(n_features))
         if isinstance(plan, str):
             log.debug("%s: scikit-learn runs every batch (%s)", name, plan)
             return None
@@ -64,13 +77,13 @@ class SklearnModel(BaseLoadedModel):
     def _call(self, method: Any, x: np.ndarray) -> np.ndarray:
         if not self._named:
             return np.asarray(method(x))
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="X does not have valid feature names")
+        with _WARNINGS_LOCK, warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=_NO_NAMES)
             return np.asarray(method(x))
 
     def predict(self, inputs: NamedArrays) -> NamedArrays:
         x = inputs[INPUT]
-        if self.plan is not None and x.dtype == np.float64:
+        if self.plan is not None and self.plan.takes(x):
             out = self.plan.run(x)
         else:
             out = self._call(
@@ -158,9 +171,8 @@ class SklearnRuntime:
             raise ConfigError(f"{artifact.name}: not a scikit-learn artifact")
         if not hasattr(estimator, "predict"):
             raise ConfigError(f"{artifact.name}: the object has no predict method")
-        compile = config.options.get("compile", True)
-        if not isinstance(compile, bool):
+        compiled = config.options.get("compile", True)
+        if not isinstance(compiled, bool):
             raise ConfigError(f"{artifact.name}: options.compile must be true or false")
-        return SklearnModel(
-            estimator, _infer_signature(estimator, artifact), artifact.name, compile
-        )
+        signature = _infer_signature(estimator, artifact)
+        return SklearnModel(estimator, signature, str(artifact), compiled)
