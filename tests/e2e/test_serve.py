@@ -169,6 +169,7 @@ def test_workers_report_batch_statistics_together(start_server: Any, tmp_path: P
             reports[r.headers["x-request-id"].split("-")[0]] = stats
         time.sleep(0.05)
     assert set(reports) == workers  # each worker, answering, counts all 40
+    assert set(Path("/dev/shm").glob("modelport-stats-*")) - boards  # the shared directory
     for stats in reports.values():
         assert stats["workers"] == 2 and stats["rows"] == 40
         assert stats["max_batch_rows"] >= 1 and stats["batches"] <= 40

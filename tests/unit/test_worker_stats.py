@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import os
+import tempfile
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import pytest
 
+from modelport.cli import _workers
 from modelport.core.batching import BatchStats
-from modelport.observe.worker_stats import StatsBoard, snapshot_of
+from modelport.observe.worker_stats import StatsBoard, combined, snapshot_of
 from modelport.testing import FakeModel, build_test_services
 
 
@@ -61,12 +67,12 @@ def test_a_worker_sees_its_siblings_counters_beside_its_own(tmp_path: Path) -> N
     first, second = StatsBoard(tmp_path, 0), StatsBoard(tmp_path, 1)
     assert first.publish({"iris/1": asdict(_stats(batches=4, rows=40, requests=40))})
     mine = _stats(batches=1, rows=2, requests=2, max_batch_rows=2)
-    total, workers = second.combined("iris", "1", mine)
+    total, workers = combined(second.siblings(), "iris", "1", mine)
     assert (total.batches, total.rows, total.requests, workers) == (5, 42, 42, 2)
     # its own file is never counted twice, and other versions stay apart
     second.publish({"iris/1": asdict(mine)})
-    assert first.combined("iris", "1", _stats(batches=4, rows=40))[0].batches == 5
-    assert second.combined("iris", "2", BatchStats()) == (BatchStats(), 1)  # none there
+    assert combined(first.siblings(), "iris", "1", _stats(batches=4))[0].batches == 5
+    assert combined(second.siblings(), "iris", "2", BatchStats()) == (BatchStats(), 1)
 
 
 def test_publish_writes_only_changes_and_replaces_whole_files(tmp_path: Path) -> None:
@@ -81,28 +87,103 @@ def test_publish_writes_only_changes_and_replaces_whole_files(tmp_path: Path) ->
 def test_unreadable_or_foreign_snapshots_are_skipped(tmp_path: Path) -> None:
     (tmp_path / "worker-1.json").write_text("{not json")
     (tmp_path / "worker-2.json").write_text(json.dumps({"m/1": {"batches": 7, "bogus": 1}}))
-    total, workers = StatsBoard(tmp_path, 0).combined("m", "1", _stats(batches=1))
-    assert (total.batches, workers) == (8, 2)  # the broken file is left out, unknown keys too
+    (tmp_path / "worker-4.json").write_text("[1, 2]")
+    total, workers = combined(StatsBoard(tmp_path, 0).siblings(), "m", "1", _stats(batches=1))
+    assert (total.batches, workers) == (8, 2)  # broken files are left out, unknown keys too
 
 
-def test_the_board_publishes_at_start_on_a_timer_and_at_stop(tmp_path: Path) -> None:
-    services = build_test_services({"m": FakeModel()}, data_dir=tmp_path / "data")
-    board_dir = tmp_path / "board"
-    board_dir.mkdir()
+def test_a_removed_directory_is_made_again(tmp_path: Path) -> None:
+    shared = tmp_path / "board"
+    board = StatsBoard(shared, 0)  # e.g. RemoveIPC emptied /dev/shm under a running server
+    assert board.publish({"m/1": asdict(_stats(batches=2))})
+    assert json.loads((shared / "worker-0.json").read_text())["m/1"]["batches"] == 2
+    assert StatsBoard(tmp_path / "gone", 1).siblings() == []
 
-    async def scenario() -> list[dict[str, object]]:
+
+def _served(tmp_path: Path) -> Any:
+    return build_test_services({"m": FakeModel()}, data_dir=tmp_path / "data")
+
+
+def _read(directory: Path) -> dict[str, Any]:
+    return json.loads((directory / "worker-0.json").read_text())  # type: ignore[no-any-return]
+
+
+def test_the_board_replaces_a_predecessors_file_at_start_and_writes_at_stop(
+    tmp_path: Path,
+) -> None:
+    services, shared = _served(tmp_path), tmp_path / "board"
+    shared.mkdir()
+    (shared / "worker-0.json").write_text(json.dumps({"m/1": {"requests": 99}}))  # the dead one
+
+    async def scenario() -> list[dict[str, Any]]:
         await services.registry.load_all()
-        board = StatsBoard(board_dir, 0, interval_s=0.02)
-        seen = []
+        board = StatsBoard(shared, 0, interval_s=3600)  # the timer never fires here
         board.start(lambda: snapshot_of(services.registry))
-        seen.append(json.loads((board_dir / "worker-0.json").read_text()))
+        seen = [_read(shared)]
         await services.service.predict("m", None, {"x": np.ones((1, 3), np.float32)})
-        await asyncio.sleep(0.1)
-        seen.append(json.loads((board_dir / "worker-0.json").read_text()))
+        seen.append(_read(shared))
         await board.stop(lambda: snapshot_of(services.registry))
+        seen.append(_read(shared))
         await services.registry.close()
         return seen
 
-    before, after = asyncio.run(scenario())
-    assert before["m/1"]["requests"] == 0
-    assert after["m/1"]["requests"] == 1 and after["m/1"]["batches"] == 1
+    at_start, before_stop, at_stop = asyncio.run(scenario())
+    assert at_start["m/1"]["requests"] == 0
+    assert before_stop["m/1"]["requests"] == 0
+    assert at_stop["m/1"]["requests"] == 1 and at_stop["m/1"]["batches"] == 1
+
+
+def test_the_timer_publishes_and_survives_a_failing_collect(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    services, shared = _served(tmp_path), tmp_path / "board"
+    shared.mkdir()
+    calls = 0
+
+    def flaky() -> dict[str, Any]:
+        nonlocal calls
+        calls += 1
+        if calls in (2, 3):
+            raise RuntimeError("boom")
+        return snapshot_of(services.registry)
+
+    async def scenario() -> dict[str, Any]:
+        await services.registry.load_all()
+        board = StatsBoard(shared, 0, interval_s=0.01)
+        board.start(flaky)
+        await services.service.predict("m", None, {"x": np.ones((1, 3), np.float32)})
+        while calls < 6:
+            await asyncio.sleep(0.01)
+        await board.stop(flaky)  # does not raise
+        await services.registry.close()
+        return _read(shared)
+
+    with caplog.at_level(logging.ERROR, logger="modelport.workers"):
+        assert asyncio.run(scenario())["m/1"]["requests"] == 1
+    assert caplog.text.count("cannot publish batch statistics") == 1  # logged once
+
+
+def test_the_supervisor_clears_directories_of_killed_supervisors(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_workers, "Path", lambda p: tmp_path if p == "/dev/shm" else Path(p))
+    dead = tmp_path / f"{_workers.STATS_PREFIX}999999999-abc"  # no such pid
+    alive = tmp_path / f"{_workers.STATS_PREFIX}{os.getpid()}-abc"
+    dead.mkdir()
+    alive.mkdir()
+    made = _workers.make_stats_dir()
+    assert made is not None and made.parent == tmp_path
+    assert made.name.startswith(f"{_workers.STATS_PREFIX}{os.getpid()}-")
+    assert not dead.exists() and alive.exists()
+
+
+def test_without_a_directory_workers_report_their_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def refuse(**kwargs: Any) -> str:
+        raise PermissionError("read-only")
+
+    monkeypatch.setattr(tempfile, "mkdtemp", refuse)
+    with caplog.at_level(logging.WARNING, logger="modelport.workers"):
+        assert _workers.make_stats_dir() is None
+    assert "each worker reports only its own batch statistics" in caplog.text

@@ -16,8 +16,10 @@ restart.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
+import os
 import shutil
 import signal
 import socket
@@ -52,17 +54,52 @@ def reuseport_socket(host: str, port: int) -> socket.socket:
 @dataclass(frozen=True)
 class WorkerSlot:
     """Which worker this process is, and the directory the workers share batch statistics
-    in (``observe/worker_stats.py``). Set before uvicorn builds the app."""
+    in (``observe/worker_stats.py``; None: no directory could be made, each worker reports
+    its own). Set before uvicorn builds the app."""
 
     index: int
-    stats_dir: Path
+    stats_dir: Path | None
+
+
+STATS_PREFIX = "modelport-stats-"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
+def make_stats_dir() -> Path | None:
+    """A directory for the workers' batch statistics, ``modelport-stats-<pid>-*`` on tmpfs
+    where there is one. Directories left by a supervisor that was killed (its pid gone)
+    are removed first. None if no directory can be made: statistics are not worth a
+    failed start."""
+    shm = Path("/dev/shm")
+    for base in (shm if shm.is_dir() else None, None):  # None: the system's temp dir
+        root = Path(base or tempfile.gettempdir())
+        with contextlib.suppress(OSError):
+            for old in root.glob(f"{STATS_PREFIX}*-*"):
+                pid = old.name[len(STATS_PREFIX) :].split("-", 1)[0]
+                if pid.isdigit() and not _pid_alive(int(pid)):
+                    shutil.rmtree(old, ignore_errors=True)
+        try:
+            return Path(tempfile.mkdtemp(prefix=f"{STATS_PREFIX}{os.getpid()}-", dir=base))
+        except OSError as exc:
+            log.warning("cannot make a directory for batch statistics in %s: %s", root, exc)
+    log.warning("each worker reports only its own batch statistics")
+    return None
 
 
 slot: WorkerSlot | None = None  # in a worker process: its slot; None elsewhere
 
 
 def _worker_main(
-    config_kwargs: dict[str, Any], host: str, port: int, index: int, stats_dir: Path
+    config_kwargs: dict[str, Any], host: str, port: int, index: int, stats_dir: Path | None
 ) -> None:
     """One worker: its own socket in the port's SO_REUSEPORT group, then uvicorn's server."""
     import uvicorn
@@ -80,8 +117,7 @@ def run_workers(count: int, config_kwargs: dict[str, Any], host: str, port: int)
     port = reserved.getsockname()[1]
     context = multiprocessing.get_context("spawn")
     stop = threading.Event()
-    shm = Path("/dev/shm")
-    stats_dir = Path(tempfile.mkdtemp(prefix="modelport-stats-", dir=shm if shm.is_dir() else None))
+    stats_dir = make_stats_dir()
 
     def start(index: int) -> Any:
         process = context.Process(
@@ -132,7 +168,8 @@ def run_workers(count: int, config_kwargs: dict[str, Any], host: str, port: int)
                 process.kill()
                 process.join()
         reserved.close()
-        shutil.rmtree(stats_dir, ignore_errors=True)
+        if stats_dir is not None:
+            shutil.rmtree(stats_dir, ignore_errors=True)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     return status

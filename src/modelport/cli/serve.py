@@ -161,8 +161,9 @@ def worker_app() -> Any:
     services = build(settings)
     services.load_in_background = False
     services.tune_gc = settings.server.gc_tuning
-    if _workers.slot is not None:  # share batch statistics with the sibling workers
-        board = StatsBoard(_workers.slot.stats_dir, _workers.slot.index)
+    slot = _workers.slot
+    if slot is not None and slot.stats_dir is not None:  # share batch statistics
+        board = StatsBoard(slot.stats_dir, slot.index)
         registry = services.registry
 
         async def publish() -> None:

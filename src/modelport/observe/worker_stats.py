@@ -9,8 +9,9 @@ tmpfs where there is one), at most once a second and only when they changed, and
 worker describing a model adds its siblings' latest snapshots to its own live counters.
 
 The counting itself stays in process memory: nothing crosses processes on the request
-path. A sibling's figures are up to one publishing interval old; a worker that is
-restarted starts again from zero, as its process does.
+path. A sibling's figures are about one publishing interval old (the timer runs on its
+event loop, which an inline batch may hold up). A restarted worker starts again from
+zero, as its process does, so the totals drop by what the dead one had counted.
 """
 
 from __future__ import annotations
@@ -39,7 +40,12 @@ def _key(model: str, version: str) -> str:
 
 
 class StatsBoard:
-    """One worker's view of the shared directory: publish its own, read the others'."""
+    """One worker's view of the shared directory: publish its own, read the others'.
+
+    Best effort throughout: statistics never stop a worker from serving. A directory that
+    disappears (``systemd-logind``'s ``RemoveIPC`` empties ``/dev/shm`` for a user whose
+    last session ends) is made again; other failures are logged once.
+    """
 
     def __init__(self, directory: Path, index: int, interval_s: float = 1.0) -> None:
         self.directory = directory
@@ -48,60 +54,78 @@ class StatsBoard:
         self._own = directory / f"worker-{index}.json"
         self._last: Snapshot | None = None
         self._task: asyncio.Task[None] | None = None
+        self._complained = False
 
     def publish(self, snapshot: Snapshot) -> bool:
         """Write ``snapshot`` if it changed since the last write; True if written."""
         if snapshot == self._last:
             return False
         tmp = self._own.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(snapshot))
+        try:
+            tmp.write_text(json.dumps(snapshot))
+        except FileNotFoundError:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            tmp.write_text(json.dumps(snapshot))
         os.replace(tmp, self._own)  # readers see the old file or the new one, never half
         self._last = snapshot
         return True
 
+    def _try_publish(self, collect: Callable[[], Snapshot]) -> None:
+        try:
+            self.publish(collect())
+        except Exception:
+            if not self._complained:  # once: it would repeat every interval
+                log.exception("cannot publish batch statistics to %s", self.directory)
+                self._complained = True
+
     def siblings(self) -> list[Snapshot]:
         """The latest snapshot of every other worker that has written one."""
         found = []
-        for path in sorted(self.directory.glob("worker-*.json")):
+        try:
+            paths = sorted(self.directory.glob("worker-*.json"))
+        except OSError:
+            return []
+        for path in paths:
             if path == self._own:
                 continue
             try:
-                found.append(json.loads(path.read_text()))
+                raw = json.loads(path.read_text())
             except (OSError, ValueError):  # gone with a stopping server, or unreadable
                 continue
-        return found
-
-    def combined(self, model: str, version: str, own: BatchStats) -> tuple[BatchStats, int]:
-        """``own`` plus every sibling's counters for this version, and how many workers
-        contributed (this one included)."""
-        parts = [own]
-        key = _key(model, version)
-        for snapshot in self.siblings():
-            raw = snapshot.get(key)
             if isinstance(raw, dict):
-                parts.append(BatchStats(**{k: v for k, v in raw.items() if k in _FIELDS}))
-        return BatchStats.combine(parts), len(parts)
+                found.append(raw)
+        return found
 
     def start(self, collect: Callable[[], Snapshot]) -> None:
         """Publish ``collect()`` now and then every interval, until ``stop``."""
-        self.publish(collect())  # at once: replaces a dead predecessor's file
+        self._try_publish(collect)  # at once: replaces a dead predecessor's file
         self._task = asyncio.get_running_loop().create_task(self._run(collect))
 
     async def _run(self, collect: Callable[[], Snapshot]) -> None:
         while True:
             await asyncio.sleep(self.interval_s)
-            try:
-                self.publish(collect())
-            except OSError as exc:  # e.g. the directory removed under a stopping server
-                log.warning("cannot publish batch statistics: %s", exc)
+            self._try_publish(collect)
 
     async def stop(self, collect: Callable[[], Snapshot]) -> None:
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        with contextlib.suppress(OSError):
-            self.publish(collect())  # the last counts, for siblings still answering
+        self._try_publish(collect)  # the last counts, for siblings still answering
+
+
+def combined(
+    siblings: list[Snapshot], model: str, version: str, own: BatchStats
+) -> tuple[BatchStats, int]:
+    """``own`` plus each sibling's counters for this version (``siblings``: read once per
+    request with ``StatsBoard.siblings``), and how many workers' counters that is."""
+    parts = [own]
+    key = _key(model, version)
+    for snapshot in siblings:
+        raw = snapshot.get(key)
+        if isinstance(raw, dict):
+            parts.append(BatchStats(**{k: v for k, v in raw.items() if k in _FIELDS}))
+    return BatchStats.combine(parts), len(parts)
 
 
 def snapshot_of(registry: Registry) -> Snapshot:

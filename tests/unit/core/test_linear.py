@@ -185,7 +185,7 @@ def test_sparse_coefficients_are_left_to_scikit_learn() -> None:
 
 def test_a_plan_that_differs_by_one_ulp_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     def nudged(d: np.ndarray) -> np.ndarray:
-        out = np.exp(d - d.max(axis=1).reshape((-1, 1)))
+        out: np.ndarray = np.exp(d - d.max(axis=1).reshape((-1, 1)))
         out /= out.sum(axis=1).reshape((-1, 1))
         out[0, 0] = np.nextafter(out[0, 0], 2.0)
         return out
@@ -235,6 +235,22 @@ def test_compile_false_and_batches_the_plan_does_not_take_use_scikit_learn() -> 
         model.predict({"input": IRIS_X[:3, :1]})
     with pytest.raises(ValueError, match="Expected 2D array"):
         model.predict({"input": IRIS_X[0]})
+    with pytest.raises(ValueError, match="0 sample"):
+        model.predict({"input": IRIS_X[:0]})
+
+
+def test_a_model_fitted_on_a_dataframe_called_with_rows_does_not_warn(tmp_path: Path) -> None:
+    """scikit-learn warns on every numpy call to a DataFrame-fitted model; modelport checked
+    the columns itself and filters that one warning (pytest here turns warnings into
+    errors, so a warning would fail the test), with the plan and without it."""
+    pd = pytest.importorskip("pandas")
+    frame = pd.DataFrame(IRIS_X, columns=["a", "b", "c", "d"])
+    est = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)).fit(frame, IRIS_Y)
+    for compiled in (True, False):
+        model = _model(est, compiled=compiled)
+        assert (model.plan is not None) is compiled
+        got = model.predict({"input": IRIS_X[:3]})["probabilities"]
+        assert np.array_equal(got, est.predict_proba(frame[:3]))
 
 
 @pytest.mark.parametrize(
@@ -271,7 +287,7 @@ def test_scalers_fitted_in_float32_and_failing_probes_are_left_to_scikit_learn()
         raise ValueError("nope")
 
     fitted = make_pipeline(StandardScaler(), LogisticRegression()).fit(IRIS_X, IRIS_Y)
-    fitted.predict_proba = refuses  # type: ignore[method-assign]
+    fitted.predict_proba = refuses
     got = compile_linear(fitted, "predict_proba", 4)
     assert got == "probe batch of 1 rows failed: ValueError: nope"
 

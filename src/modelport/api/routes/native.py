@@ -11,12 +11,12 @@ from starlette.routing import BaseRoute, Route
 from modelport.api.responses import json_response
 from modelport.api.services import Services
 from modelport.core.registry import ServedModel, ServedVersion
-from modelport.observe.worker_stats import StatsBoard
+from modelport.observe.worker_stats import Snapshot, combined
 
 
-def version_info(sv: ServedVersion, board: StatsBoard | None = None) -> dict[str, Any]:
-    """One version's state, signature and batching; with several HTTP workers (``board``)
-    the batch statistics are every worker's together."""
+def version_info(sv: ServedVersion, siblings: list[Snapshot] | None = None) -> dict[str, Any]:
+    """One version's state, signature and batching; with several HTTP workers
+    (``siblings``: their published counters) the batch statistics are all of theirs."""
     info: dict[str, Any] = {"version": sv.version, "state": sv.state.value, "runtime": sv.runtime}
     if sv.error:
         info["error"] = sv.error
@@ -25,8 +25,8 @@ def version_info(sv: ServedVersion, board: StatsBoard | None = None) -> dict[str
     if sv.batcher is not None:
         policy = sv.batcher.policy
         stats, workers = sv.batcher.stats, 1
-        if board is not None:
-            stats, workers = board.combined(sv.model, sv.version, stats)
+        if siblings is not None:
+            stats, workers = combined(siblings, sv.model, sv.version, stats)
         info["batching"] = {
             "max_batch_size": policy.max_batch_size,
             "max_delay_ms": policy.max_delay_s * 1000,
@@ -37,7 +37,9 @@ def version_info(sv: ServedVersion, board: StatsBoard | None = None) -> dict[str
     return info
 
 
-def model_info(model: ServedModel, detail: bool, board: StatsBoard | None = None) -> dict[str, Any]:
+def model_info(
+    model: ServedModel, detail: bool, siblings: list[Snapshot] | None = None
+) -> dict[str, Any]:
     try:
         default: str | None = model.resolve_name(None)
     except Exception:
@@ -52,7 +54,7 @@ def model_info(model: ServedModel, detail: bool, board: StatsBoard | None = None
         info["description"] = model.config.description
     if detail:
         info["metadata"] = model.config.metadata
-        info["versions"] = [version_info(v, board) for v in model.versions.values()]
+        info["versions"] = [version_info(v, siblings) for v in model.versions.values()]
     else:
         info["versions"] = [
             {"version": v.version, "state": v.state.value, "runtime": v.runtime}
@@ -71,7 +73,9 @@ def routes(services: Services) -> list[BaseRoute]:
 
     async def describe_model(request: Request) -> Response:
         model = registry.get(request.path_params["name"])
-        return json_response(model_info(model, detail=True, board=services.stats_board))
+        board = services.stats_board
+        siblings = board.siblings() if board is not None else None  # once per request
+        return json_response(model_info(model, detail=True, siblings=siblings))
 
     return [
         Route("/v1/models", list_models, methods=["GET"]),

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import threading
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,12 +23,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("modelport.runtime.sklearn")
 
-# Estimators fitted on a DataFrame warn when called with numpy rows; modelport has checked
-# the column order itself, so the warning says nothing here. ``warnings.catch_warnings``
-# swaps the process-wide filter list, so modelport's uses of it take turns: a model's
-# probes run in a loader thread while other models' batches run.
+# Estimators fitted on a DataFrame warn on every call with numpy rows; modelport has
+# checked the column order itself, so the warning says nothing here. It is filtered
+# process-wide when such a model loads: ``warnings.catch_warnings`` around each call would
+# swap the process-wide filter list from several threads (scikit-learn enters it too).
 _NO_NAMES = "X does not have valid feature names"
-_WARNINGS_LOCK = threading.Lock()
 
 INPUT = "input"
 _PICKLE_SUFFIXES = (".joblib", ".pkl", ".pickle")
@@ -44,7 +42,8 @@ class SklearnModel(BaseLoadedModel):
         self.signature = signature
         self._proba = signature.task is Task.CLASSIFICATION and hasattr(estimator, "predict_proba")
         self._classes = np.asarray(getattr(estimator, "classes_", []))
-        self._named = hasattr(estimator, "feature_names_in_")
+        if hasattr(estimator, "feature_names_in_"):
+            warnings.filterwarnings("ignore", message=_NO_NAMES, category=UserWarning)
         self.plan: LinearPlan | None = None
         if compiled:
             self.plan = self._compile(name or type(estimator).__name__)
@@ -59,10 +58,7 @@ class SklearnModel(BaseLoadedModel):
         except ImportError:
             return None
         method = "predict_proba" if self._proba else "predict"
-        # the probes call scikit-learn with numpy rows, as ``_call`` does
-        with _WARNINGS_LOCK, warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=_NO_NAMES)
-            plan = compile_linear(self._estimator, method, int(n_features))
+        plan = compile_linear(self._estimator, method, int(n_features))
         if isinstance(plan, str):
             log.debug("%s: scikit-learn runs every batch (%s)", name, plan)
             return None
@@ -74,21 +70,13 @@ class SklearnModel(BaseLoadedModel):
         )
         return plan
 
-    def _call(self, method: Any, x: np.ndarray) -> np.ndarray:
-        if not self._named:
-            return np.asarray(method(x))
-        with _WARNINGS_LOCK, warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=_NO_NAMES)
-            return np.asarray(method(x))
-
     def predict(self, inputs: NamedArrays) -> NamedArrays:
         x = inputs[INPUT]
         if self.plan is not None and self.plan.takes(x):
             out = self.plan.run(x)
         else:
-            out = self._call(
-                self._estimator.predict_proba if self._proba else self._estimator.predict, x
-            )
+            method = self._estimator.predict_proba if self._proba else self._estimator.predict
+            out = np.asarray(method(x))
         if self._proba:
             return {"label": self._classes[np.argmax(out, axis=1)], "probabilities": out}
         return {"prediction": out}
