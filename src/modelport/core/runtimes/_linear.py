@@ -5,7 +5,7 @@ A call to ``predict_proba`` on a scaler + logistic-regression pipeline costs sci
 detection, namespace dispatch), of which ~10 µs is arithmetic. For the estimators below
 modelport runs the same numpy operations, in the same order, itself, and makes only the
 checks that can fail on a batch its signature check has let through (see the last
-paragraph): ~6 µs for one row, ~12 µs for 64.
+paragraph): ~8 µs for one row, ~20 µs for 128 (docs/benchmarks.md).
 
 Covered: a bare estimator or a ``Pipeline`` of per-feature scalers (``StandardScaler``,
 ``MinMaxScaler``, ``MaxAbsScaler``, ``RobustScaler``, ``"passthrough"``) ending in
