@@ -247,6 +247,41 @@ def test_workers_on_a_taken_port_fail_clearly(tmp_path: Path) -> None:
     assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
 
 
+def test_workers_on_port_0_say_which_port_the_system_chose(tmp_path: Path) -> None:
+    """With several workers the supervisor binds the port; the start-up line must show the
+    port it got, since the workers' uvicorn prints no 'running on' line of its own."""
+    import re
+    import time
+
+    from tests.conftest import ServerProcess
+
+    server = ServerProcess(  # the later --port wins over the fixture's
+        ["--port", "0", "--workers", "2", "--data-dir", str(tmp_path / "data")], cwd=tmp_path
+    )
+    try:
+        deadline = time.monotonic() + 60
+        found = None
+        while found is None and time.monotonic() < deadline:
+            assert server.proc.poll() is None, server.output()
+            found = re.search(r"serving .* on http://127\.0\.0\.1:(\d+) with 2", server.output())
+            time.sleep(0.05)
+        assert found is not None, server.output()
+        port = int(found.group(1))
+        assert port != 0
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        r = httpx.post(
+            f"http://127.0.0.1:{port}/v1/models/iris/predict", json={"instances": [RECORD]}
+        )
+        assert r.status_code == 200
+    finally:
+        assert server.stop() == 0
+
+
 def test_default_workers_are_one_per_usable_core(start_server: Any, tmp_path: Path) -> None:
     """``workers: auto``: the small demo models with auth off get one process per core."""
     import os

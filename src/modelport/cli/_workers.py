@@ -26,6 +26,7 @@ import socket
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -111,10 +112,19 @@ def _worker_main(
     uvicorn.Server(config).run(sockets=[sock])
 
 
-def run_workers(count: int, config_kwargs: dict[str, Any], host: str, port: int) -> int:
-    """Run ``count`` workers until SIGINT/SIGTERM; returns the exit status."""
+def run_workers(
+    count: int,
+    config_kwargs: dict[str, Any],
+    host: str,
+    port: int,
+    on_bound: Callable[[int], None] | None = None,
+) -> int:
+    """Run ``count`` workers until SIGINT/SIGTERM; returns the exit status. ``on_bound``
+    gets the port once it is reserved (the one the system chose, for port 0)."""
     reserved = reuseport_socket(host, port)  # fails here, clearly, if the port is taken
     port = reserved.getsockname()[1]
+    if on_bound is not None:
+        on_bound(port)
     context = multiprocessing.get_context("spawn")
     stop = threading.Event()
     stats_dir = make_stats_dir()

@@ -107,12 +107,18 @@ def serve(
         target = create_app(services)
     tls = settings.security  # security (issue 4)
     scheme = "https" if tls.ssl_certfile else "http"
-    base = f"{scheme}://{server.host}:{server.port}"
     names = ", ".join(services.registry.names())
     workers = f" with {plan.count} HTTP workers ({plan.reason})" if plan.count > 1 else ""
     if plan.count == 1 and auto:
         logging.getLogger("modelport").info("one HTTP process: %s", plan.reason)
-    echo_status(f"serving {names} on {base}{workers}  (docs: {base}/docs)")
+
+    def announce(port: int) -> None:
+        base = f"{scheme}://{server.host}:{port}"
+        echo_status(f"serving {names} on {base}{workers}  (docs: {base}/docs)")
+
+    sharing = plan.count > 1 and reuse_port_supported()
+    if not sharing:  # else once the port is bound: --port 0 then shows the one chosen
+        announce(server.port)
     logging.getLogger("uvicorn.error").setLevel(server.log_level.upper())
     options: dict[str, Any] = {
         "host": server.host,
@@ -132,10 +138,14 @@ def serve(
     }
     if plan.count == 1:
         uvicorn.run(target, **options)
-    elif reuse_port_supported():  # a socket per worker: connections spread evenly
+    elif sharing:  # a socket per worker: connections spread evenly
         try:
             status = run_workers(
-                plan.count, {"app": target, "factory": True, **options}, server.host, server.port
+                plan.count,
+                {"app": target, "factory": True, **options},
+                server.host,
+                server.port,
+                on_bound=announce,
             )
         except OSError as exc:
             raise click.ClickException(
