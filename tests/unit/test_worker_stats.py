@@ -20,33 +20,10 @@ from modelport.observe.worker_stats import StatsBoard, combined, snapshot_of
 from modelport.testing import FakeModel, build_test_services
 
 
-def _stats(**counts: float) -> BatchStats:
-    return BatchStats(**counts)  # type: ignore[arg-type]
-
-
 def test_combine_adds_counts_and_keeps_the_largest_batch() -> None:
-    a = _stats(
-        batches=2,
-        rows=10,
-        requests=6,
-        max_batch_rows=8,
-        queue_wait_s_total=0.5,
-        dropped_deadline=1,
-        dropped_cancelled=2,
-        rejected_overload=3,
-        failed_batches=1,
-    )
-    b = _stats(
-        batches=3,
-        rows=5,
-        requests=5,
-        max_batch_rows=3,
-        queue_wait_s_total=0.25,
-        dropped_deadline=1,
-        dropped_cancelled=0,
-        rejected_overload=1,
-        failed_batches=0,
-    )
+    # batches, rows, requests, max_batch_rows, queue_wait_s_total, then the four drop counts
+    a = BatchStats(2, 10, 6, 8, 0.5, 1, 2, 3, 1)
+    b = BatchStats(3, 5, 5, 3, 0.25, 1, 0, 1, 0)
     total = BatchStats.combine([a, b])
     assert asdict(total) == {
         "batches": 5,
@@ -65,19 +42,19 @@ def test_combine_adds_counts_and_keeps_the_largest_batch() -> None:
 
 def test_a_worker_sees_its_siblings_counters_beside_its_own(tmp_path: Path) -> None:
     first, second = StatsBoard(tmp_path, 0), StatsBoard(tmp_path, 1)
-    assert first.publish({"iris/1": asdict(_stats(batches=4, rows=40, requests=40))})
-    mine = _stats(batches=1, rows=2, requests=2, max_batch_rows=2)
+    assert first.publish({"iris/1": asdict(BatchStats(batches=4, rows=40, requests=40))})
+    mine = BatchStats(batches=1, rows=2, requests=2, max_batch_rows=2)
     total, workers = combined(second.siblings(), "iris", "1", mine)
     assert (total.batches, total.rows, total.requests, workers) == (5, 42, 42, 2)
     # its own file is never counted twice, and other versions stay apart
     second.publish({"iris/1": asdict(mine)})
-    assert combined(first.siblings(), "iris", "1", _stats(batches=4))[0].batches == 5
+    assert combined(first.siblings(), "iris", "1", BatchStats(batches=4))[0].batches == 5
     assert combined(second.siblings(), "iris", "2", BatchStats()) == (BatchStats(), 1)
 
 
 def test_publish_writes_only_changes_and_replaces_whole_files(tmp_path: Path) -> None:
     board = StatsBoard(tmp_path, 3)
-    snap = {"m/1": asdict(_stats(batches=1))}
+    snap = {"m/1": asdict(BatchStats(batches=1))}
     assert board.publish(snap) is True
     assert board.publish(dict(snap)) is False  # unchanged: no write
     assert json.loads((tmp_path / "worker-3.json").read_text()) == snap
@@ -88,14 +65,14 @@ def test_unreadable_or_foreign_snapshots_are_skipped(tmp_path: Path) -> None:
     (tmp_path / "worker-1.json").write_text("{not json")
     (tmp_path / "worker-2.json").write_text(json.dumps({"m/1": {"batches": 7, "bogus": 1}}))
     (tmp_path / "worker-4.json").write_text("[1, 2]")
-    total, workers = combined(StatsBoard(tmp_path, 0).siblings(), "m", "1", _stats(batches=1))
+    total, workers = combined(StatsBoard(tmp_path, 0).siblings(), "m", "1", BatchStats(batches=1))
     assert (total.batches, workers) == (8, 2)  # broken files are left out, unknown keys too
 
 
 def test_a_removed_directory_is_made_again(tmp_path: Path) -> None:
     shared = tmp_path / "board"
     board = StatsBoard(shared, 0)  # e.g. RemoveIPC emptied /dev/shm under a running server
-    assert board.publish({"m/1": asdict(_stats(batches=2))})
+    assert board.publish({"m/1": asdict(BatchStats(batches=2))})
     assert json.loads((shared / "worker-0.json").read_text())["m/1"]["batches"] == 2
     assert StatsBoard(tmp_path / "gone", 1).siblings() == []
 
@@ -122,7 +99,7 @@ def test_the_board_replaces_a_predecessors_file_at_start_and_writes_at_stop(
         seen = [_read(shared)]
         await services.service.predict("m", None, {"x": np.ones((1, 3), np.float32)})
         seen.append(_read(shared))
-        await board.stop(lambda: snapshot_of(services.registry))
+        await board.stop()
         seen.append(_read(shared))
         await services.registry.close()
         return seen
@@ -154,7 +131,7 @@ def test_the_timer_publishes_and_survives_a_failing_collect(
         await services.service.predict("m", None, {"x": np.ones((1, 3), np.float32)})
         while calls < 6:
             await asyncio.sleep(0.01)
-        await board.stop(flaky)  # does not raise
+        await board.stop()  # does not raise
         await services.registry.close()
         return _read(shared)
 

@@ -81,7 +81,8 @@ def make_stats_dir() -> Path | None:
     are removed first. None if no directory can be made: statistics are not worth a
     failed start."""
     shm = Path("/dev/shm")
-    for base in (shm if shm.is_dir() else None, None):  # None: the system's temp dir
+    bases = [shm, None] if shm.is_dir() else [None]  # None: the system's temp dir
+    for base in bases:
         root = Path(base or tempfile.gettempdir())
         with contextlib.suppress(OSError):
             for old in root.glob(f"{STATS_PREFIX}*-*"):

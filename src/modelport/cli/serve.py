@@ -179,10 +179,7 @@ def worker_app() -> Any:
         async def publish() -> None:
             board.start(lambda: snapshot_of(registry))
 
-        async def last() -> None:
-            await board.stop(lambda: snapshot_of(registry))
-
         services.stats_board = board
         services.startup.append(publish)
-        services.shutdown.append(last)
+        services.shutdown.append(board.stop)
     return create_app(services)

@@ -20,7 +20,7 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
@@ -90,18 +90,13 @@ class BatchStats:
 
     @classmethod
     def combine(cls, parts: list[BatchStats]) -> BatchStats:
-        """The counters of several batchers (e.g. one per HTTP worker) as one."""
+        """The counters of several batchers (e.g. one per HTTP worker) as one: sums, but the
+        largest batch for ``max_batch_rows``."""
         total = cls()
-        for part in parts:
-            total.batches += part.batches
-            total.rows += part.rows
-            total.requests += part.requests
-            total.max_batch_rows = max(total.max_batch_rows, part.max_batch_rows)
-            total.queue_wait_s_total += part.queue_wait_s_total
-            total.dropped_deadline += part.dropped_deadline
-            total.dropped_cancelled += part.dropped_cancelled
-            total.rejected_overload += part.rejected_overload
-            total.failed_batches += part.failed_batches
+        for f in fields(cls):
+            values = [getattr(part, f.name) for part in parts]
+            if values:
+                setattr(total, f.name, max(values) if f.name == "max_batch_rows" else sum(values))
         return total
 
     def to_dict(self) -> dict[str, Any]:

@@ -49,11 +49,11 @@ class StatsBoard:
 
     def __init__(self, directory: Path, index: int, interval_s: float = 1.0) -> None:
         self.directory = directory
-        self.index = index
         self.interval_s = interval_s
         self._own = directory / f"worker-{index}.json"
         self._last: Snapshot | None = None
         self._task: asyncio.Task[None] | None = None
+        self._collect: Callable[[], Snapshot] = dict
         self._complained = False
 
     def publish(self, snapshot: Snapshot) -> bool:
@@ -98,6 +98,7 @@ class StatsBoard:
 
     def start(self, collect: Callable[[], Snapshot]) -> None:
         """Publish ``collect()`` now and then every interval, until ``stop``."""
+        self._collect = collect
         self._try_publish(collect)  # at once: replaces a dead predecessor's file
         self._task = asyncio.get_running_loop().create_task(self._run(collect))
 
@@ -106,12 +107,13 @@ class StatsBoard:
             await asyncio.sleep(self.interval_s)
             self._try_publish(collect)
 
-    async def stop(self, collect: Callable[[], Snapshot]) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        self._try_publish(collect)  # the last counts, for siblings still answering
+    async def stop(self) -> None:
+        if self._task is None:
+            return
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        self._try_publish(self._collect)  # the last counts, for siblings still answering
 
 
 def combined(

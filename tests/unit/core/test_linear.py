@@ -107,13 +107,17 @@ def _model(estimator: Any, **kwargs: Any) -> SklearnModel:
     return SklearnModel(estimator, _infer_signature(estimator, Path("m.joblib")), "m", **kwargs)
 
 
+def _compiled(case: str, estimator: Any) -> SklearnModel:
+    model = _model(estimator)
+    assert isinstance(model.plan, LinearPlan), case  # declining would make a test vacuous
+    return model
+
+
 @pytest.mark.parametrize(("case", "est", "x", "y"), _classifiers())
 def test_classifiers_compile_and_match_scikit_learn_bit_for_bit(
     case: str, est: Any, x: np.ndarray, y: np.ndarray
 ) -> None:
-    est.fit(x, y)
-    model = _model(est)
-    assert isinstance(model.plan, LinearPlan), case  # declining would make this test vacuous
+    model = _compiled(case, est.fit(x, y))
     got = model.predict({"input": WIDE_X})
     assert np.array_equal(got["probabilities"], est.predict_proba(WIDE_X))
     assert got["probabilities"].dtype == np.float64
@@ -125,9 +129,7 @@ def test_classifiers_compile_and_match_scikit_learn_bit_for_bit(
 def test_regressors_compile_and_match_scikit_learn_bit_for_bit(
     case: str, est: Any, x: np.ndarray, y: np.ndarray
 ) -> None:
-    est.fit(x, y)
-    model = _model(est)
-    assert isinstance(model.plan, LinearPlan), case
+    model = _compiled(case, est.fit(x, y))
     got = model.predict({"input": x})["prediction"]
     assert got.shape == est.predict(x).shape
     assert np.array_equal(got, est.predict(x))
