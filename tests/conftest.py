@@ -110,3 +110,35 @@ def start_server(tmp_path: Path) -> Iterator[object]:
     yield start
     for server in servers:
         server.stop()
+
+
+def write_mlp_onnx(path: Path, width: int = 512) -> Path:
+    """A float32 MLP 64 → width → width → 8, large enough for onnxruntime to split a row's
+    matrix products across threads."""
+    import itertools
+
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(7)
+    sizes = [64, width, width, 8]
+    nodes, inits, last = [], [], "x"
+    for i, (n_in, n_out) in enumerate(itertools.pairwise(sizes)):
+        w = (rng.standard_normal((n_in, n_out)) / np.sqrt(n_in)).astype(np.float32)
+        inits.append(numpy_helper.from_array(w, f"w{i}"))
+        nodes.append(helper.make_node("MatMul", [last, f"w{i}"], [f"m{i}"]))
+        last = f"m{i}"
+        if i < len(sizes) - 2:
+            nodes.append(helper.make_node("Relu", [last], [f"r{i}"]))
+            last = f"r{i}"
+    nodes.append(helper.make_node("Identity", [last], ["y"]))
+    graph = helper.make_graph(
+        nodes,
+        "mlp",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 64])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 8])],
+        initializer=inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    path.write_bytes(model.SerializeToString())
+    return path

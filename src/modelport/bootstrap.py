@@ -10,6 +10,7 @@ from modelport.api.security import build_gate  # security (issue 4)
 from modelport.api.services import Services
 from modelport.clock import MonotonicClock
 from modelport.core import repository
+from modelport.core.busy import BusyBoard
 from modelport.core.discovery import RuntimeTable
 from modelport.core.registry import ExecutorFactory, Registry
 from modelport.core.runtime import Isolation
@@ -37,12 +38,18 @@ def _process_factory(settings: Settings) -> ExecutorFactory | None:
     return factory
 
 
-def build(settings: Settings, *, demo_repository: Path | None = None) -> Services:
-    """Wire every component from ``settings``. Does no model I/O (that happens at start-up)."""
+def build(
+    settings: Settings, *, demo_repository: Path | None = None, board: BusyBoard | None = None
+) -> Services:
+    """Wire every component from ``settings``. Does no model I/O (that happens at start-up).
+    ``board``: the HTTP workers' shared busy board (``--workers N``)."""
     clock = MonotonicClock()
     # processes x runtime threads = cores: N HTTP workers split the cores between them
-    cpu_share = max(1, usable_cores() // settings.server.worker_count)
+    cores = usable_cores()
+    cpu_share = max(1, cores // settings.server.worker_count)
     threads = settings.executors.runtime_threads or cpu_share
+    # a one-row batch may use every core while the other workers are idle
+    lend = board is not None and settings.executors.lend_idle_cores and threads < cores
     registry = Registry(
         RuntimeTable.discover(),
         settings.batching,
@@ -51,6 +58,8 @@ def build(settings: Settings, *, demo_repository: Path | None = None) -> Service
         process_factory=_process_factory(settings),
         runtime_threads=threads,
         cpu_share=cpu_share,
+        board=board if lend else None,
+        lone_threads=cores if lend else None,
     )
     registry.add_sources(model_sources(settings, demo_repository))
     service = InferenceService(

@@ -111,6 +111,11 @@ class ExecutorSettings(_Frozen):
         description="threads one model's runtime may use per batch (onnxruntime intra-op); "
         "default: the usable cores divided by the HTTP workers",
     )
+    lend_idle_cores: bool = Field(
+        True,
+        description="with several HTTP workers, a one-row batch runs on every core while "
+        "the other workers are idle (ONNX models up to 64 MiB: a second session each)",
+    )
 
 
 # ── security (issue 4): auth, limits, state, network ─────────────────────────────────────

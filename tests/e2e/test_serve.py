@@ -8,6 +8,8 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.conftest import write_mlp_onnx
+
 pytestmark = pytest.mark.e2e
 
 RECORD = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
@@ -141,6 +143,60 @@ def test_workers_share_the_port(start_server: Any, tmp_path: Path) -> None:
     assert len(ids) == 2  # SO_REUSEPORT: 20 new connections did not all land on one worker
     assert server.stop() == 0
     assert server.output().count("Application startup complete") == 2
+
+
+def test_workers_lend_idle_cores_to_a_lone_row_with_the_same_answers(
+    start_server: Any, tmp_path: Path
+) -> None:
+    """Two workers: an ONNX model gets a lone-row session in each. Rows sent one at a time
+    run on it (the other worker is quiet), rows sent together on each worker's own
+    session; every answer equals onnxruntime's own, to the bit."""
+    import os
+    import re
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    import numpy as np
+    import onnxruntime as ort
+
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("there is no idle core to lend on one core")
+    path = write_mlp_onnx(tmp_path / "mlp.onnx")
+    server = start_server(
+        str(path), "--data-dir", str(tmp_path / "data"), "--workers", "2", "--log-level", "info"
+    )
+    deadline = time.monotonic() + 60
+    while server.output().count("Application startup complete") < 2:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert len(re.findall(r"one-row batches may run on \d+ threads", server.output())) == 2
+    rows = np.random.default_rng(3).standard_normal((40, 64)).astype(np.float32)
+    expected = ort.InferenceSession(str(path)).run(None, {"x": rows})[0]
+    url = f"{server.url}/v1/models/mlp/predict"
+
+    def ask(batch: np.ndarray) -> np.ndarray:
+        r = httpx.post(url, json={"inputs": batch.tolist()})
+        assert r.status_code == 200, r.text
+        return np.asarray([o["y"] for o in r.json()["outputs"]], dtype=np.float32)
+
+    with httpx.Client() as client:  # one connection: one worker, the other one quiet
+        for i in range(20):
+            r = client.post(url, json={"inputs": rows[i : i + 1].tolist()})
+            got = np.asarray(r.json()["outputs"][0]["y"], dtype=np.float32)
+            np.testing.assert_array_equal(got, expected[i])
+    with ThreadPoolExecutor(8) as pool:  # many at once: both workers busy
+        answers = list(pool.map(lambda i: ask(rows[i : i + 1]), range(20, 40)))
+    np.testing.assert_array_equal(np.concatenate(answers), expected[20:40])
+    np.testing.assert_array_equal(ask(rows[:5]), expected[:5])  # a batch: never lent
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:  # siblings publish their counters once a second
+        stats = httpx.get(f"{server.url}/v1/models/mlp").json()["versions"][0]["batching"]
+        if stats["stats"]["requests"] == 41:
+            break
+        time.sleep(0.05)
+    assert stats["stats"]["workers"] == 2 and stats["stats"]["requests"] == 41
+    assert 20 <= stats["stats"]["lone_row_batches"] < stats["stats"]["batches"]
+    assert server.stop() == 0
 
 
 def test_workers_report_batch_statistics_together(start_server: Any, tmp_path: Path) -> None:

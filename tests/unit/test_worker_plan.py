@@ -85,9 +85,7 @@ def test_runtime_threads_split_the_cores_between_workers(tmp_path: Path) -> None
     assert build(pinned).registry._runtime_threads == 3
 
 
-def test_the_registry_hands_its_thread_budget_to_onnxruntime(tmp_path: Path) -> None:
-    import asyncio
-
+def _relu_onnx(tmp_path: Path) -> Path:
     from onnx import TensorProto, helper
 
     graph = helper.make_graph(
@@ -99,20 +97,75 @@ def test_the_registry_hands_its_thread_budget_to_onnxruntime(tmp_path: Path) -> 
     path = tmp_path / "relu.onnx"
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     path.write_bytes(model.SerializeToString())
+    return path
+
+
+def _loaded(registry: Any) -> Any:
+    """Load every model, return relu's executor, close the registry."""
+    import asyncio
+
+    async def main() -> Any:
+        await registry.load_all()
+        executor = registry.resolve("relu").executor
+        await registry.close()
+        return executor
+
+    return asyncio.run(main())
+
+
+def test_the_registry_hands_its_thread_budget_to_onnxruntime(tmp_path: Path) -> None:
     settings = load_settings(
-        {"data_dir": tmp_path / "d", "models": [path], "executors": {"runtime_threads": 1}},
+        {
+            "data_dir": tmp_path / "d",
+            "models": [_relu_onnx(tmp_path)],
+            "executors": {"runtime_threads": 1},
+        },
         env={},
     )
-    registry = build(settings).registry
+    executor = _loaded(build(settings).registry)
+    assert executor.model._session.get_session_options().intra_op_num_threads == 1
 
-    async def main() -> int:
-        await registry.load_all()
-        executor: Any = registry.resolve("relu").executor
-        threads = executor._model._session.get_session_options().intra_op_num_threads
-        await registry.close()
-        return int(threads)
 
-    assert asyncio.run(main()) == 1
+@pytest.mark.parametrize(
+    ("lend", "max_bytes", "with_board", "lone_threads"),
+    [
+        (True, 64 << 20, True, 2),  # two workers on two cores: a lone row may use both
+        (False, 64 << 20, True, None),  # executors.lend_idle_cores: false
+        (True, 10, True, None),  # a model file over the size for a second session
+        (True, 64 << 20, False, None),  # no shared board (a single process, or none made)
+    ],
+)
+def test_several_workers_lend_their_idle_cores_to_a_lone_row(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    lend: bool,
+    max_bytes: int,
+    with_board: bool,
+    lone_threads: int | None,
+) -> None:
+    import modelport.bootstrap
+    import modelport.core.registry
+    from modelport.core.busy import BusyBoard, make_board
+
+    monkeypatch.setattr(modelport.bootstrap, "usable_cores", lambda: 2)
+    monkeypatch.setattr(modelport.core.registry, "LONE_MAX_BYTES", max_bytes)
+    make_board(tmp_path, 2)
+    board = BusyBoard.open(tmp_path, 0) if with_board else None
+    settings = load_settings(
+        {
+            "data_dir": tmp_path / "d",
+            "models": [_relu_onnx(tmp_path)],
+            "server": {"workers": 2},
+            "executors": {"lend_idle_cores": lend},
+        },
+        env={},
+    )
+    executor = _loaded(build(settings, board=board).registry)
+    assert executor.model._session.get_session_options().intra_op_num_threads == 1
+    lone = executor.model._lone_session
+    assert (lone and lone.get_session_options().intra_op_num_threads) == lone_threads
+    # every model marks the board, so a lone row never borrows a core another model uses
+    assert (executor._board is not None) == (lend and with_board)
 
 
 @pytest.mark.parametrize("value", [0, 257, "many"])

@@ -21,9 +21,10 @@ from modelport.testing import FakeModel, build_test_services
 
 
 def test_combine_adds_counts_and_keeps_the_largest_batch() -> None:
-    # batches, rows, requests, max_batch_rows, queue_wait_s_total, then the four drop counts
-    a = BatchStats(2, 10, 6, 8, 0.5, 1, 2, 3, 1)
-    b = BatchStats(3, 5, 5, 3, 0.25, 1, 0, 1, 0)
+    # batches, rows, requests, max_batch_rows, queue_wait_s_total, the four drop counts,
+    # lone_row_batches
+    a = BatchStats(2, 10, 6, 8, 0.5, 1, 2, 3, 1, 1)
+    b = BatchStats(3, 5, 5, 3, 0.25, 1, 0, 1, 0, 2)
     total = BatchStats.combine([a, b])
     assert asdict(total) == {
         "batches": 5,
@@ -35,6 +36,7 @@ def test_combine_adds_counts_and_keeps_the_largest_batch() -> None:
         "dropped_cancelled": 2,
         "rejected_overload": 4,
         "failed_batches": 1,
+        "lone_row_batches": 3,
     }
     assert total.to_dict()["mean_batch_rows"] == 3.0
     assert BatchStats.combine([]) == BatchStats()

@@ -31,6 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from modelport.core.busy import make_board
+
 log = logging.getLogger("modelport.workers")
 
 RESTARTS_ALLOWED = 5  # within RESTART_WINDOW_S; past that the server gives up
@@ -55,8 +57,9 @@ def reuseport_socket(host: str, port: int) -> socket.socket:
 @dataclass(frozen=True)
 class WorkerSlot:
     """Which worker this process is, and the directory the workers share batch statistics
-    in (``observe/worker_stats.py``; None: no directory could be made, each worker reports
-    its own). Set before uvicorn builds the app."""
+    (``observe/worker_stats.py``) and the busy board (``core/busy.py``) in; None: no
+    directory could be made, each worker reports its own and lends no cores. Set before
+    uvicorn builds the app."""
 
     index: int
     stats_dir: Path | None
@@ -129,6 +132,11 @@ def run_workers(
     context = multiprocessing.get_context("spawn")
     stop = threading.Event()
     stats_dir = make_stats_dir()
+    if stats_dir is not None:
+        try:
+            make_board(stats_dir, count)
+        except OSError as exc:  # the workers then run lone rows on their own share
+            log.warning("cannot make the workers' busy board: %s", exc)
 
     def start(index: int) -> Any:
         process = context.Process(

@@ -162,16 +162,18 @@ def worker_app() -> Any:
     from modelport.api.app import create_app
     from modelport.bootstrap import build
     from modelport.cli import _workers
+    from modelport.core.busy import BusyBoard
     from modelport.observe.logging import configure
     from modelport.observe.worker_stats import StatsBoard, snapshot_of
     from modelport.settings import settings_for_worker
 
     settings = settings_for_worker()
     configure(settings.server.log_level, settings.server.json_logs)
-    services = build(settings)
+    slot = _workers.slot
+    busy = BusyBoard.open(slot.stats_dir, slot.index) if slot is not None else None
+    services = build(settings, board=busy)
     services.load_in_background = False
     services.tune_gc = settings.server.gc_tuning
-    slot = _workers.slot
     if slot is not None and slot.stats_dir is not None:  # share batch statistics
         board = StatsBoard(slot.stats_dir, slot.index)
         registry = services.registry

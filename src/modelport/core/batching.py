@@ -87,6 +87,8 @@ class BatchStats:
     dropped_cancelled: int = 0
     rejected_overload: int = 0
     failed_batches: int = 0
+    # one-row batches run on the idle workers' cores too (core/busy.py; counted by the executor)
+    lone_row_batches: int = 0
 
     @classmethod
     def combine(cls, parts: list[BatchStats]) -> BatchStats:
@@ -113,6 +115,7 @@ class BatchStats:
             "dropped_cancelled": self.dropped_cancelled,
             "rejected_overload": self.rejected_overload,
             "failed_batches": self.failed_batches,
+            "lone_row_batches": self.lone_row_batches,
         }
 
 

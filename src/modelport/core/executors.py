@@ -9,16 +9,26 @@ and GIL contention — measured in docs/benchmarks.md — while requests that ar
 call simply wait in the socket buffers and form the next batch. ``ProcessExecutor``
 (``core/process_executor.py``, worker side in ``core/_process_worker.py``) isolates
 Python-heavy or untrusted models in worker processes.
+
+With several HTTP workers, the thread and inline executors mark this worker busy on the
+shared ``BusyBoard`` (``core/busy.py``) while a batch runs, and run a one-row batch through
+the model's ``predict_lone`` (more threads: the idle workers' cores) when every other worker
+has been quiet.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
+from modelport.core.batching import BatchStats
+from modelport.core.busy import BusyBoard
 from modelport.core.runtime import LoadedModel
 from modelport.core.signature import NamedArrays
+
+Predict = Callable[[NamedArrays], NamedArrays]
 
 
 class Executor(Protocol):
@@ -29,38 +39,87 @@ class Executor(Protocol):
     async def close(self) -> None: ...
 
 
-class ThreadExecutor:
-    def __init__(self, model: LoadedModel, threads: int = 1, name: str = "model") -> None:
-        self._model = model
+class LendingExecutor:
+    """The busy-board part both in-process executors share: ``pick`` the predict for a
+    batch, between ``board.enter()`` and ``board.leave()``. ``stats``: the batcher's, where
+    one-row batches on borrowed cores are counted (the registry sets it)."""
+
+    def __init__(self, model: LoadedModel, board: BusyBoard | None) -> None:
+        self.model = model
+        self.stats: BatchStats | None = None
+        self._predict: Predict = model.predict
+        self._board = board
+        self._lone: Predict | None = getattr(model, "predict_lone", None) if board else None
+
+    def pick(self, batch: NamedArrays) -> Predict:
+        lone = self._lone
+        if lone is not None and len(next(iter(batch.values()))) == 1:
+            assert self._board is not None
+            if self._board.others_quiet():
+                if self.stats is not None:
+                    self.stats.lone_row_batches += 1
+                return lone
+        return self._predict
+
+
+class ThreadExecutor(LendingExecutor):
+    def __init__(
+        self,
+        model: LoadedModel,
+        threads: int = 1,
+        name: str = "model",
+        board: BusyBoard | None = None,
+    ) -> None:
+        super().__init__(model, board)
         self.slots = threads
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix=f"mp-{name}")
 
     async def run(self, batch: NamedArrays) -> NamedArrays:
-        return await asyncio.get_running_loop().run_in_executor(
-            self._pool, self._model.predict, batch
-        )
+        loop = asyncio.get_running_loop()
+        board = self._board
+        if board is None:
+            return await loop.run_in_executor(self._pool, self._predict, batch)
+        predict = self.pick(batch)
+        board.enter()
+        try:
+            return await loop.run_in_executor(self._pool, predict, batch)
+        finally:
+            board.leave()
 
     async def close(self) -> None:
         await asyncio.to_thread(self._pool.shutdown, wait=True)
 
 
-class InlineExecutor:
+class InlineExecutor(LendingExecutor):
     """Runs predict directly on the event loop (one slot)."""
 
     slots = 1
 
-    def __init__(self, model: LoadedModel) -> None:
-        self._model = model
+    def __init__(self, model: LoadedModel, board: BusyBoard | None = None) -> None:
+        super().__init__(model, board)
 
     async def run(self, batch: NamedArrays) -> NamedArrays:
-        return self._model.predict(batch)
+        board = self._board
+        if board is None:
+            return self._predict(batch)
+        predict = self.pick(batch)
+        board.enter()
+        try:
+            return predict(batch)
+        finally:
+            board.leave()
 
     async def close(self) -> None:
         return None
 
 
 def choose_executor(
-    model: LoadedModel, mode: str, threads: int, name: str, cpu_share: int | None = None
+    model: LoadedModel,
+    mode: str,
+    threads: int,
+    name: str,
+    cpu_share: int | None = None,
+    board: BusyBoard | None = None,
 ) -> Executor:
     """``mode``: "thread", "inline", or "auto": a thread only if predict releases the GIL
     and this process has more than one core to itself (``cpu_share``: usable cores ÷ HTTP
@@ -68,12 +127,13 @@ def choose_executor(
     anyway, so a thread only adds hand-offs: inline measured ~10% more req/s for the ONNX
     MLP pinned to one core, and ~19% with two workers on two cores (docs/benchmarks.md).
     The price, as for every inline model: while a batch computes, this process answers
-    nothing else (health checks included); ``--executor thread`` for slow models."""
+    nothing else (health checks included); ``--executor thread`` for slow models.
+    ``board``: the HTTP workers' shared busy board, if there are several."""
     if mode == "auto":
         gil_free = getattr(model, "releases_gil", False)
         # threads > 1 (model.yaml ``threads``, ``executors.threads``) asks for a pool
         spare_core = cpu_share is None or cpu_share > 1 or threads > 1
         mode = "thread" if gil_free and spare_core else "inline"
     if mode == "inline":
-        return InlineExecutor(model)
-    return ThreadExecutor(model, threads, name=name)
+        return InlineExecutor(model, board)
+    return ThreadExecutor(model, threads, name=name, board=board)

@@ -13,11 +13,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
 from modelport.clock import Clock
 from modelport.core.batching import Batcher, BatchPolicy
+from modelport.core.busy import BusyBoard
 from modelport.core.discovery import RuntimeTable
-from modelport.core.executors import Executor, choose_executor
+from modelport.core.executors import Executor, LendingExecutor, choose_executor
 from modelport.core.repository import ModelSource, latest
 from modelport.core.runtime import Isolation, LoadedModel, ModelConfig
 from modelport.core.signature import Signature, TensorSpec
@@ -26,6 +28,16 @@ from modelport.errors import ConfigError, ModelNotFound, ModelNotReady, VersionN
 from modelport.settings import BatchingSettings, ExecutorSettings
 
 log = logging.getLogger("modelport.registry")
+
+# a model file up to this size gets a lone-row session by default (a second copy of its
+# weights in each worker); larger ones only where model.yaml sets ``lone_row_threads``
+LONE_MAX_BYTES = 64 * 1024 * 1024
+
+
+def _size(artifact: Path) -> int:
+    """A model file's size; a directory counts as too large to copy (no lone session)."""
+    return artifact.stat().st_size if artifact.is_file() else LONE_MAX_BYTES + 1
+
 
 ExecutorFactory = Callable[[str, Path, ModelConfig], Awaitable[tuple[Signature, Executor]]]
 
@@ -117,13 +129,20 @@ class Registry:
         process_factory: ExecutorFactory | None = None,
         runtime_threads: int | None = None,
         cpu_share: int | None = None,
+        board: BusyBoard | None = None,
+        lone_threads: int | None = None,
     ) -> None:
         """``runtime_threads``: the default for a runtime's own thread pool (onnxruntime's
         ``intra_op_threads``) where model.yaml does not set one. ``cpu_share``: the cores
-        this process has to itself (``executors.mode: auto`` picks with it)."""
+        this process has to itself (``executors.mode: auto`` picks with it). ``board``: the
+        HTTP workers' shared busy board; with it, ``lone_threads`` is the default for
+        ``lone_row_threads`` (a one-row batch borrows the idle workers' cores) for models
+        of at most ``LONE_MAX_BYTES`` on disk, since it costs a second session."""
         self._runtimes = runtimes
         self._runtime_threads = runtime_threads
         self._cpu_share = cpu_share
+        self._board = board
+        self._lone_threads = lone_threads if board is not None else None
         self._batching = batching
         self._executors = executors
         self._clock = clock
@@ -233,15 +252,18 @@ class Registry:
         self, runtime_name: str, artifact: Path, config: ModelConfig
     ) -> tuple[Signature, Executor]:
         runtime = self._runtimes.get(runtime_name)
-        if self._runtime_threads is not None and "intra_op_threads" not in config.options:
-            config = replace(
-                config, options={**config.options, "intra_op_threads": self._runtime_threads}
-            )
+        defaults: dict[str, Any] = {}
+        if self._runtime_threads is not None:
+            defaults["intra_op_threads"] = self._runtime_threads
+        if self._lone_threads is not None and _size(artifact) <= LONE_MAX_BYTES:
+            defaults["lone_row_threads"] = self._lone_threads
+        if defaults.keys() - config.options.keys():
+            config = replace(config, options={**defaults, **config.options})
         loaded = await asyncio.to_thread(runtime.load, artifact, config)
         await asyncio.to_thread(loaded.warmup)
         threads = config.threads or self._executors.threads
         return loaded.signature, choose_executor(
-            loaded, self._executors.mode, threads, artifact.stem, self._cpu_share
+            loaded, self._executors.mode, threads, artifact.stem, self._cpu_share, self._board
         )
 
     async def _load(self, model: ServedModel, version: ServedVersion) -> None:
@@ -259,7 +281,7 @@ class Registry:
                 threads = model.config.threads or self._executors.threads
                 inferred = loaded.signature
                 executor = choose_executor(
-                    loaded, self._executors.mode, threads, model.name, self._cpu_share
+                    loaded, self._executors.mode, threads, model.name, self._cpu_share, self._board
                 )
             else:
                 inferred, executor = await self._thread_executor(
@@ -272,6 +294,8 @@ class Registry:
             version.batcher = Batcher(
                 executor.run, self._policy(model.config, executor.slots), self._clock
             )
+            if isinstance(executor, LendingExecutor):
+                executor.stats = version.batcher.stats
             version.state = VersionState.READY
             log.info("loaded %s (%s) from %s", where, version.runtime, version.artifact)
         except Exception as exc:

@@ -1,14 +1,21 @@
-"""ONNX models through onnxruntime; the signature is read from the graph."""
+"""ONNX models through onnxruntime; the signature is read from the graph.
+
+Options (model.yaml ``options``): ``intra_op_threads`` (the session's threads; the registry
+passes the process's share of the cores), ``lone_row_threads`` (if more than that, a second
+session with this many threads serves one-row batches while the other HTTP workers are
+idle: see ``core/busy.py``; the registry sets it with several workers), ``providers``.
+"""
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from modelport.core.runtime import BaseLoadedModel, ModelConfig
+from modelport.core.runtime import BaseLoadedModel, ModelConfig, example_batch
 from modelport.core.signature import NamedArrays, Signature, Task, TensorSpec
 from modelport.errors import ConfigError, MissingExtra
 
@@ -16,6 +23,8 @@ try:
     import onnxruntime as ort
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise MissingExtra("onnx", "onnxruntime") from exc
+
+log = logging.getLogger("modelport.runtime.onnx")
 
 _ONNX_DTYPES = {
     "tensor(float)": "float32",
@@ -45,41 +54,87 @@ def _spec(arg: Any) -> TensorSpec | None:
     return TensorSpec(name=arg.name, dtype=dtype, shape=shape)
 
 
+def _threads(config: ModelConfig, key: str, default: int, least: int) -> int:
+    value = config.options.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or not least <= value <= 1024:
+        raise ConfigError(f"options.{key} must be a whole number from {least} to 1024")
+    return value
+
+
+def _session(artifact: Path, threads: int, providers: list[str], lone: bool = False) -> Any:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if lone:
+        # its threads spin while a run lasts (a one-row run is a few short parallel steps,
+        # too short to sleep between) but stop when it ends: the cores are only borrowed
+        options.add_session_config_entry("session.force_spinning_stop", "1")
+    try:
+        return ort.InferenceSession(
+            str(artifact), sess_options=options, providers=providers or None
+        )
+    except Exception as exc:
+        raise ConfigError(f"{artifact.name}: onnxruntime cannot load it: {exc}") from exc
+
+
 class OnnxModel(BaseLoadedModel):
     releases_gil = True  # onnxruntime drops the GIL for the whole session.run
 
-    def __init__(self, session: Any, signature: Signature, rename: dict[str, str]) -> None:
+    def __init__(
+        self,
+        session: Any,
+        signature: Signature,
+        rename: dict[str, str],
+        lone_session: Any = None,
+    ) -> None:
         self._session = session
         self.signature = signature
         self._rename = rename  # graph output name -> served name
         self._output_names = list(rename)
+        self._lone_session = lone_session
+        if lone_session is not None:
+            self.predict_lone = self._predict_lone
 
     def predict(self, inputs: NamedArrays) -> NamedArrays:
-        results = self._session.run(self._output_names, inputs)
+        return self._outputs(self._session.run(self._output_names, inputs))
+
+    def _predict_lone(self, inputs: NamedArrays) -> NamedArrays:
+        """A one-row batch on the lone-row session (more threads; same results)."""
+        return self._outputs(self._lone_session.run(self._output_names, inputs))
+
+    def _outputs(self, results: list[Any]) -> NamedArrays:
         return {
             self._rename[name]: np.asarray(value)
             for name, value in zip(self._output_names, results, strict=True)
         }
+
+    def warmup(self) -> None:
+        super().warmup()
+        if self._lone_session is not None:
+            self._predict_lone(example_batch(self.signature))
 
 
 class OnnxRuntime:
     name = "onnx"
 
     def load(self, artifact: Path, config: ModelConfig) -> OnnxModel:
-        options = ort.SessionOptions()
         # default: every core this process may run on (taskset/cgroup affinity respected)
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
-        options.intra_op_num_threads = int(config.options.get("intra_op_threads", cores))
-        options.inter_op_num_threads = 1
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        threads = _threads(config, "intra_op_threads", cores, 1)
+        lone_threads = _threads(config, "lone_row_threads", 0, 0)
         wanted = config.options.get("providers") or ["CPUExecutionProvider"]
         providers = [p for p in wanted if p in ort.get_available_providers()]
-        try:
-            session = ort.InferenceSession(
-                str(artifact), sess_options=options, providers=providers or None
+        session = _session(artifact, threads, providers)
+        on_cpu = not providers or providers[0] == "CPUExecutionProvider"
+        lone_session = None
+        if lone_threads > threads and on_cpu:
+            lone_session = _session(artifact, lone_threads, providers, lone=True)
+            log.info(
+                "%s: one-row batches may run on %d threads while the other workers are idle",
+                artifact.name,
+                lone_threads,
             )
-        except Exception as exc:
-            raise ConfigError(f"{artifact.name}: onnxruntime cannot load it: {exc}") from exc
         inputs = tuple(s for s in (_spec(a) for a in session.get_inputs()) if s is not None)
         if len(inputs) != len(session.get_inputs()):
             raise ConfigError(f"{artifact.name}: graph inputs must be tensors")
@@ -108,4 +163,4 @@ class OnnxRuntime:
         else:
             rename = {s.name: s.name for s in outputs}
             signature = Signature(inputs=inputs, outputs=tuple(outputs))
-        return OnnxModel(session, signature, rename)
+        return OnnxModel(session, signature, rename, lone_session)
