@@ -179,23 +179,31 @@ def test_workers_lend_idle_cores_to_a_lone_row_with_the_same_answers(
         assert r.status_code == 200, r.text
         return np.asarray([o["y"] for o in r.json()["outputs"]], dtype=np.float32)
 
+    def stats_once(requests: int) -> dict[str, Any]:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:  # siblings publish their counters once a second
+            r = httpx.get(f"{server.url}/v1/models/mlp")
+            stats: dict[str, Any] = r.json()["versions"][0]["batching"]["stats"]
+            if stats["requests"] == requests:
+                return stats
+            time.sleep(0.05)
+        raise AssertionError(f"the workers never reported {requests} requests: {stats}")
+
     with httpx.Client() as client:  # one connection: one worker, the other one quiet
         for i in range(20):
             r = client.post(url, json={"inputs": rows[i : i + 1].tolist()})
             got = np.asarray(r.json()["outputs"][0]["y"], dtype=np.float32)
             np.testing.assert_array_equal(got, expected[i])
-    with ThreadPoolExecutor(8) as pool:  # many at once: both workers busy
+    assert stats_once(20)["lone_row_batches"] == 20  # each borrowed the quiet worker's core
+    np.testing.assert_array_equal(ask(rows[:5]), expected[:5])  # a batch: never lent
+    with ThreadPoolExecutor(8) as pool:  # many at once on new connections: both workers
         answers = list(pool.map(lambda i: ask(rows[i : i + 1]), range(20, 40)))
     np.testing.assert_array_equal(np.concatenate(answers), expected[20:40])
-    np.testing.assert_array_equal(ask(rows[:5]), expected[:5])  # a batch: never lent
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:  # siblings publish their counters once a second
-        stats = httpx.get(f"{server.url}/v1/models/mlp").json()["versions"][0]["batching"]
-        if stats["stats"]["requests"] == 41:
-            break
-        time.sleep(0.05)
-    assert stats["stats"]["workers"] == 2 and stats["stats"]["requests"] == 41
-    assert 20 <= stats["stats"]["lone_row_batches"] < stats["stats"]["batches"]
+    stats = stats_once(41)
+    assert stats["workers"] == 2
+    # while both serve, rows mostly run on each worker's own share; the first rows of the
+    # burst may still find the other worker quiet, so only "not all of them" is certain
+    assert 20 <= stats["lone_row_batches"] < 40
     assert server.stop() == 0
 
 

@@ -172,3 +172,16 @@ def test_several_workers_lend_their_idle_cores_to_a_lone_row(
 def test_bad_runtime_thread_counts_are_refused(value: Any) -> None:
     with pytest.raises(Exception, match="runtime_threads"):
         load_settings({"executors": {"runtime_threads": value}}, env={})
+
+
+def test_no_lone_row_session_where_nothing_would_pick_it(tmp_path: Path) -> None:
+    """model.yaml may ask for ``lone_row_threads``; in a single process (no board) it would
+    be a second copy of the weights that never runs, so the registry does not build it."""
+    repo = tmp_path / "repo" / "relu"
+    (repo / "1").mkdir(parents=True)
+    _relu_onnx(tmp_path).rename(repo / "1" / "model.onnx")
+    (repo / "model.yaml").write_text("options: {intra_op_threads: 1, lone_row_threads: 2}\n")
+    settings = load_settings({"data_dir": tmp_path / "d", "repository": tmp_path / "repo"}, env={})
+    executor = _loaded(build(settings).registry)
+    assert executor.model._session.get_session_options().intra_op_num_threads == 1
+    assert executor.model.predict_lone is None

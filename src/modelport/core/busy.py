@@ -3,18 +3,19 @@
 With N HTTP workers each runtime gets cores ÷ N threads, the split that serves load best.
 A lone client then leaves cores idle: its one-row batch runs on one thread while the other
 workers wait for work. A model that can run a one-row batch on more threads
-(``predict_lone``, e.g. a second onnxruntime session) may do so when every other worker
-has been quiet for a while, which this board tells (docs/architecture.md, "Lending idle
-cores to a lone row").
+(``BaseLoadedModel.predict_lone``, e.g. a second onnxruntime session) may do so when
+every other worker has been quiet for a while, which this board tells
+(docs/architecture.md, "Lending idle cores to a lone row").
 
-The board is a file of one 64-bit slot per worker (in the supervisor's shared directory on
-/dev/shm), mapped into every worker. A worker's slot holds ``BUSY`` while it runs a batch
-and the time (CLOCK_MONOTONIC, shared by all processes) its last batch ended otherwise. A
-worker is quiet when it is not in a batch and has not finished one for ``QUIET_NS``: a
-worker serving even one closed-loop client finishes a batch every millisecond or so, so
-it is never quiet, and only a worker that truly has no work lends its core. Races are
-harmless: two workers that both see the other quiet each run one row on borrowed
-threads, briefly oversubscribing the cores; no answer changes.
+The board is a file of one 64-bit slot per worker, each on a cache line of its own (in
+the supervisor's shared directory on /dev/shm), mapped into every worker. A worker's slot
+holds ``BUSY`` while it runs a batch and otherwise the time (CLOCK_MONOTONIC, shared by
+all processes) its last batch ended. A worker is quiet when it is not in a batch and has
+not finished one for ``QUIET_NS``: a worker serving even one closed-loop client finishes
+a batch every millisecond or so, so it is never quiet, and only a worker that truly has
+no work lends its core. Races are harmless: two workers that both see the other quiet
+each run one row on borrowed threads, briefly oversubscribing the cores; the answers are
+the same either way (a lone-row session is only kept if it answers probes bit for bit).
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ from pathlib import Path
 log = logging.getLogger("modelport.busy")
 
 BOARD_FILE = "busy"
-SLOT_BYTES = 8
+SLOT_BYTES = 64  # a cache line each: one worker's writes do not evict another's slot
+_STRIDE = SLOT_BYTES // 8  # in int64s
 BUSY = 2**63 - 1  # a slot's value while its worker runs a batch
 QUIET_NS = 5_000_000  # 5 ms without a batch: not serving anyone
 
@@ -56,11 +58,13 @@ class BusyBoard:
         finally:
             os.close(fd)  # the mapping keeps the file
         self._slots = memoryview(self._map).cast("q")
-        self._others = [i for i in range(len(self._slots)) if i != index]
-        self._index = index
+        self._others = [i * _STRIDE for i in range(size // SLOT_BYTES) if i != index]
+        self._index = index * _STRIDE
         self._clock = clock
         self._depth = 0
-        self._slots[index] = 0  # a restarted worker: its predecessor may have died mid-batch
+        # a restarted worker: its predecessor may have died mid-batch; and loading models is
+        # work too, so it starts as just active rather than long quiet
+        self._slots[self._index] = clock()
 
     @classmethod
     def open(cls, directory: Path | None, index: int) -> BusyBoard | None:
@@ -73,6 +77,11 @@ class BusyBoard:
         except (OSError, ValueError) as exc:
             log.warning("no shared busy board (%s): one-row batches will not borrow cores", exc)
             return None
+
+    def lendable(self) -> bool:
+        """May a batch about to run use every core: this worker runs no other batch (a
+        thread executor, or another model) and the others are quiet."""
+        return self._depth == 0 and self.others_quiet()
 
     def others_quiet(self) -> bool:
         """True when no other worker is in a batch or has ended one within ``QUIET_NS``."""

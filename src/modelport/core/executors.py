@@ -25,7 +25,7 @@ from typing import Protocol
 
 from modelport.core.batching import BatchStats
 from modelport.core.busy import BusyBoard
-from modelport.core.runtime import LoadedModel
+from modelport.core.runtime import BaseLoadedModel, LoadedModel
 from modelport.core.signature import NamedArrays
 
 Predict = Callable[[NamedArrays], NamedArrays]
@@ -41,25 +41,30 @@ class Executor(Protocol):
 
 class LendingExecutor:
     """The busy-board part both in-process executors share: ``pick`` the predict for a
-    batch, between ``board.enter()`` and ``board.leave()``. ``stats``: the batcher's, where
-    one-row batches on borrowed cores are counted (the registry sets it)."""
+    batch, run it between ``board.enter()`` and ``board.leave()``, and ``count`` it.
+    ``stats``: the batcher's, where one-row batches on borrowed cores are counted (the
+    registry sets it)."""
 
     def __init__(self, model: LoadedModel, board: BusyBoard | None) -> None:
         self.model = model
         self.stats: BatchStats | None = None
         self._predict: Predict = model.predict
         self._board = board
-        self._lone: Predict | None = getattr(model, "predict_lone", None) if board else None
+        # only a runtime's own model class offers a lone-row predict (core/runtime.py)
+        lone = model.predict_lone if isinstance(model, BaseLoadedModel) else None
+        self._lone: Predict | None = lone if board is not None else None
 
     def pick(self, batch: NamedArrays) -> Predict:
         lone = self._lone
         if lone is not None and len(next(iter(batch.values()))) == 1:
             assert self._board is not None
-            if self._board.others_quiet():
-                if self.stats is not None:
-                    self.stats.lone_row_batches += 1
+            if self._board.lendable():
                 return lone
         return self._predict
+
+    def count(self, predict: Predict) -> None:
+        if predict is self._lone and self.stats is not None:
+            self.stats.lone_row_batches += 1
 
 
 class ThreadExecutor(LendingExecutor):
@@ -82,9 +87,11 @@ class ThreadExecutor(LendingExecutor):
         predict = self.pick(batch)
         board.enter()
         try:
-            return await loop.run_in_executor(self._pool, predict, batch)
+            outputs = await loop.run_in_executor(self._pool, predict, batch)
         finally:
             board.leave()
+        self.count(predict)
+        return outputs
 
     async def close(self) -> None:
         await asyncio.to_thread(self._pool.shutdown, wait=True)
@@ -105,9 +112,11 @@ class InlineExecutor(LendingExecutor):
         predict = self.pick(batch)
         board.enter()
         try:
-            return predict(batch)
+            outputs = predict(batch)
         finally:
             board.leave()
+        self.count(predict)
+        return outputs
 
     async def close(self) -> None:
         return None

@@ -257,8 +257,10 @@ class Registry:
             defaults["intra_op_threads"] = self._runtime_threads
         if self._lone_threads is not None and _size(artifact) <= LONE_MAX_BYTES:
             defaults["lone_row_threads"] = self._lone_threads
-        if defaults.keys() - config.options.keys():
-            config = replace(config, options={**defaults, **config.options})
+        options = {**defaults, **config.options}
+        if self._board is None:  # nothing would ever pick a lone-row session: do not build one
+            options["lone_row_threads"] = 0
+        config = replace(config, options=options)
         loaded = await asyncio.to_thread(runtime.load, artifact, config)
         await asyncio.to_thread(loaded.warmup)
         threads = config.threads or self._executors.threads
@@ -272,8 +274,10 @@ class Registry:
             if model.config.isolation is Isolation.PROCESS:
                 if self._process_factory is None:
                     raise ConfigError("process isolation is not available in this server")
+                # its executor never lends: no lone-row session in the worker processes
+                no_lone = {**model.config.options, "lone_row_threads": 0}
                 inferred, executor = await self._process_factory(
-                    version.runtime, version.artifact, model.config
+                    version.runtime, version.artifact, replace(model.config, options=no_lone)
                 )
             elif version.preloaded is not None:
                 loaded = version.preloaded

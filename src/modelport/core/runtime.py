@@ -7,6 +7,7 @@ nothing. ``LoadedModel.predict`` takes a batch of named arrays (already validate
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -85,6 +86,9 @@ class BaseLoadedModel:
     # True when predict spends its time in native code that releases the GIL, so running it
     # in a thread lets the event loop work meanwhile (see core/executors.py).
     releases_gil: bool = False
+    # A runtime that can run a one-row batch on more threads (the idle HTTP workers' cores,
+    # core/busy.py) sets this to a predict that does, with the same answers.
+    predict_lone: Callable[[NamedArrays], NamedArrays] | None = None
 
     def predict(self, inputs: NamedArrays) -> NamedArrays:  # pragma: no cover - abstract
         raise NotImplementedError

@@ -15,7 +15,7 @@ from modelport.core.batching import BatchStats
 from modelport.core.busy import BOARD_FILE, QUIET_NS, BusyBoard, make_board
 from modelport.core.discovery import RuntimeTable
 from modelport.core.executors import InlineExecutor, ThreadExecutor, choose_executor
-from modelport.core.runtime import ModelConfig
+from modelport.core.runtime import BaseLoadedModel, ModelConfig
 from modelport.core.signature import NamedArrays
 from modelport.errors import ConfigError
 from tests.conftest import write_mlp_onnx
@@ -40,14 +40,16 @@ def clock() -> FakeClock:
 def boards(tmp_path: Path, clock: FakeClock) -> tuple[BusyBoard, BusyBoard]:
     """Two workers' views of one board, as two processes would map it."""
     make_board(tmp_path, 2)
-    return BusyBoard(tmp_path / BOARD_FILE, 0, clock), BusyBoard(tmp_path / BOARD_FILE, 1, clock)
+    views = BusyBoard(tmp_path / BOARD_FILE, 0, clock), BusyBoard(tmp_path / BOARD_FILE, 1, clock)
+    clock.ns += QUIET_NS + 1  # both have loaded their models and wait for work
+    return views
 
 
 def test_a_worker_is_quiet_only_when_out_of_a_batch_for_a_while(
     boards: tuple[BusyBoard, BusyBoard], clock: FakeClock
 ) -> None:
     mine, theirs = boards
-    assert mine.others_quiet() and theirs.others_quiet()  # nobody has served yet
+    assert mine.others_quiet() and theirs.others_quiet()  # nobody has served since start
     theirs.enter()
     assert not mine.others_quiet()
     clock.ns += 10 * QUIET_NS  # a long batch is still a batch
@@ -62,6 +64,11 @@ def test_a_worker_is_quiet_only_when_out_of_a_batch_for_a_while(
     clock.ns += 2
     assert mine.others_quiet()
     assert theirs.others_quiet()  # a worker does not wait for itself
+    assert mine.lendable()
+    mine.enter()  # this worker is running a batch of its own (another model, a 2nd slot)
+    assert mine.others_quiet() and not mine.lendable()
+    mine.leave()
+    assert mine.lendable()
 
 
 def test_a_restarted_worker_clears_what_its_predecessor_left(
@@ -72,7 +79,11 @@ def test_a_restarted_worker_clears_what_its_predecessor_left(
     dead.enter()  # and the process dies mid-batch
     other = BusyBoard(tmp_path / BOARD_FILE, 0, clock)
     assert not other.others_quiet()
+    clock.ns += 100 * QUIET_NS
+    assert not other.others_quiet()  # a dead worker's batch never ends
     BusyBoard(tmp_path / BOARD_FILE, 1, clock)  # the supervisor starts worker 1 again
+    assert not other.others_quiet()  # loading its models is work too
+    clock.ns += QUIET_NS + 1
     assert other.others_quiet()
 
 
@@ -91,7 +102,7 @@ def test_a_board_that_cannot_be_used_means_no_lending(
     assert BusyBoard.open(tmp_path, 1) is not None
 
 
-class Model:
+class Model(BaseLoadedModel):
     """Records which predict ran each batch, and whether the board showed it busy. Has no
     lone-row predict, as most runtimes."""
 
@@ -126,7 +137,7 @@ def test_one_row_borrows_cores_only_while_the_others_are_quiet(
 ) -> None:
     mine, theirs = boards
     model = LoneModel(watcher=theirs)
-    executor = choose_executor(model, kind, 1, "m", board=mine)  # type: ignore[arg-type]
+    executor = choose_executor(model, kind, 1, "m", board=mine)
     assert isinstance(executor, InlineExecutor if kind == "inline" else ThreadExecutor)
     executor.stats = BatchStats()
 
@@ -160,11 +171,34 @@ def test_a_failed_batch_does_not_leave_the_worker_marked_busy(
     boards: tuple[BusyBoard, BusyBoard], clock: FakeClock
 ) -> None:
     mine, theirs = boards
-    executor = InlineExecutor(LoneModel(fail=True), mine)  # type: ignore[arg-type]
+    executor = InlineExecutor(LoneModel(fail=True), mine)
+    executor.stats = BatchStats()
     with pytest.raises(RuntimeError, match="boom"):
         asyncio.run(executor.run(_rows(1)))
+    assert executor.stats.lone_row_batches == 0  # counted only when it answered
     clock.ns += QUIET_NS + 1
     assert theirs.others_quiet()
+
+
+def test_only_a_runtime_model_offers_a_lone_predict(boards: tuple[BusyBoard, BusyBoard]) -> None:
+    """An arbitrary object served with ``add_object`` may have any attribute; only a
+    runtime's model class (``BaseLoadedModel``) is trusted to mean it."""
+    mine, _ = boards
+
+    class Foreign:
+        calls: list[str] = []
+
+        def predict(self, batch: NamedArrays) -> NamedArrays:
+            self.calls.append("predict")
+            return batch
+
+        def predict_lone(self, batch: NamedArrays) -> NamedArrays:
+            self.calls.append("lone")
+            return batch
+
+    foreign = Foreign()
+    asyncio.run(InlineExecutor(foreign, mine).run(_rows(1)))  # type: ignore[arg-type]
+    assert foreign.calls == ["predict"]
 
 
 def test_without_a_board_or_a_lone_predict_every_batch_runs_as_before(
@@ -172,9 +206,9 @@ def test_without_a_board_or_a_lone_predict_every_batch_runs_as_before(
 ) -> None:
     mine, theirs = boards
     unboarded = LoneModel()
-    asyncio.run(InlineExecutor(unboarded).run(_rows(1)))  # type: ignore[arg-type]
+    asyncio.run(InlineExecutor(unboarded).run(_rows(1)))
     plain = Model(watcher=theirs)
-    asyncio.run(InlineExecutor(plain, mine).run(_rows(1)))  # type: ignore[arg-type]
+    asyncio.run(InlineExecutor(plain, mine).run(_rows(1)))
     assert unboarded.calls == [("predict", 1, False)]
     assert plain.calls == [("predict", 1, True)]  # still marks the board for the others
 
@@ -203,20 +237,105 @@ def test_the_lone_row_session_gives_the_same_answers_on_more_threads(tmp_path: P
 )
 def test_no_lone_row_session_unless_it_adds_threads(tmp_path: Path, options: Any) -> None:
     model = _load(write_mlp_onnx(tmp_path / "mlp.onnx", width=16), **options)
-    assert getattr(model, "predict_lone", None) is None
+    assert model.predict_lone is None
 
 
 @pytest.mark.parametrize(
     ("key", "value"),
     [
-        ("lone_row_threads", "2"),
         ("lone_row_threads", -1),
         ("lone_row_threads", True),
-        ("lone_row_threads", 5000),
-        ("intra_op_threads", 0),
+        ("lone_row_threads", "two"),
         ("intra_op_threads", 1.5),
+        ("intra_op_threads", "2.5"),
+        ("intra_op_threads", [2]),
     ],
 )
 def test_bad_thread_options_are_refused(tmp_path: Path, key: str, value: Any) -> None:
-    with pytest.raises(ConfigError, match=f"options.{key} must be a whole number"):
+    with pytest.raises(ConfigError, match=f"options.{key} must be a whole number of threads"):
         _load(write_mlp_onnx(tmp_path / "mlp.onnx", width=16), **{key: value})
+
+
+@pytest.mark.parametrize(("value", "threads"), [(0, 2), ("3", 3), (4.0, 4), (1, 1)])
+def test_thread_options_read_as_before(tmp_path: Path, value: Any, threads: int) -> None:
+    """0 means the default (every usable core, as onnxruntime reads 0); whole numbers
+    written as text or as floats still load, as they did before the options were checked."""
+    import os
+
+    cores = len(os.sched_getaffinity(0))
+    model = _load(write_mlp_onnx(tmp_path / "mlp.onnx", width=16), intra_op_threads=value)
+    expected = cores if value == 0 else threads
+    assert model._session.get_session_options().intra_op_num_threads == expected
+
+
+def _forest_onnx(path: Path) -> Path:
+    from skl2onnx import to_onnx
+    from sklearn.datasets import load_iris
+    from sklearn.ensemble import RandomForestClassifier
+
+    x, y = load_iris(return_X_y=True)
+    forest = RandomForestClassifier(n_estimators=120, random_state=0).fit(x, y)
+    onnx_model = to_onnx(forest, x[:1].astype(np.float32), options={"zipmap": False})
+    path.write_bytes(onnx_model.SerializeToString())
+    return path
+
+
+def _external_onnx(path: Path) -> Path:
+    import onnx
+
+    model = onnx.load(write_mlp_onnx(path.with_suffix(".inline.onnx")))
+    onnx.save(
+        model,
+        path,
+        save_as_external_data=True,
+        all_tensors_to_one_file=True,
+        location=path.name + ".data",
+        size_threshold=0,
+    )
+    return path
+
+
+def _noisy_onnx(path: Path) -> Path:
+    """y = x + uniform noise: a graph whose answers differ from run to run."""
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [
+            helper.make_node("RandomUniformLike", ["x"], ["noise"]),
+            helper.make_node("Add", ["x", "noise"], ["y"]),
+        ],
+        "noisy",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    path.write_bytes(model.SerializeToString())
+    return path
+
+
+@pytest.mark.parametrize(
+    ("build", "reason"),
+    [
+        (_forest_onnx, "it uses ai.onnx.ml operators"),
+        (_external_onnx, "its weights are in external files"),
+        (_noisy_onnx, "its answers on more threads differ on a probe row"),
+    ],
+)
+def test_no_lone_row_session_where_answers_could_differ(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, build: Any, reason: str
+) -> None:
+    """Tree ensembles sum per-thread parts in the order threads finish; external weights
+    escape the size limit; and any graph whose probe rows do not repeat bit for bit."""
+    path = build(tmp_path / "model.onnx")
+    with caplog.at_level(logging.INFO):
+        model = _load(path, intra_op_threads=1, lone_row_threads=2)
+    assert model.predict_lone is None
+    assert f"no lone-row session: {reason}" in caplog.text
+    row = _probe(model)
+    assert model.predict(row).keys()  # the model itself still serves
+
+
+def _probe(model: Any) -> NamedArrays:
+    spec = model.signature.inputs[0]
+    width = spec.row_shape[0] if spec.row_shape else 1
+    return {spec.name: np.ones((1, width), dtype=spec.np_dtype)}

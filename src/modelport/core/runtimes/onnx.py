@@ -9,6 +9,7 @@ idle: see ``core/busy.py``; the registry sets it with several workers), ``provid
 from __future__ import annotations
 
 import logging
+import mmap
 import os
 from pathlib import Path
 from typing import Any
@@ -54,11 +55,71 @@ def _spec(arg: Any) -> TensorSpec | None:
     return TensorSpec(name=arg.name, dtype=dtype, shape=shape)
 
 
-def _threads(config: ModelConfig, key: str, default: int, least: int) -> int:
+def _threads(config: ModelConfig, key: str, default: int) -> int:
+    """A thread-count option: a whole number ≥ 0 (as int, whole float or digits); 0 means
+    ``default``, as onnxruntime reads 0."""
     value = config.options.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int) or not least <= value <= 1024:
-        raise ConfigError(f"options.{key} must be a whole number from {least} to 1024")
-    return value
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigError(f"options.{key} must be a whole number of threads (0: the default)")
+    return value or default
+
+
+# A lone-row session is only kept for a graph whose answers it provably repeats: plain ONNX
+# operators (the ai.onnx.ml tree ensembles merge per-thread sums in the order threads
+# finish), weights inside the file (external data would be a second copy not counted in
+# the registry's size limit), and equal outputs, bit for bit, on repeated probe rows.
+_REFUSE_MARKERS = {
+    b"ai.onnx.ml": "it uses ai.onnx.ml operators",
+    b"\x0a\x08location": "its weights are in external files",
+}
+PROBE_ROUNDS = 3
+
+
+def _probe_rows(signature: Signature, rows: int = 4) -> NamedArrays | None:
+    """Random rows for each input (None if an input is not numeric)."""
+    rng = np.random.default_rng(0)
+    batch: NamedArrays = {}
+    for spec in signature.inputs:
+        shape = (rows, *(d if d > 0 else 1 for d in spec.row_shape))
+        kind = spec.np_dtype.kind
+        if kind == "f":
+            batch[spec.name] = rng.standard_normal(shape).astype(spec.np_dtype)
+        elif kind in "iu":
+            batch[spec.name] = rng.integers(0, 8, shape).astype(spec.np_dtype)
+        elif kind == "b":
+            batch[spec.name] = rng.integers(0, 2, shape).astype(bool)
+        else:
+            return None
+    return batch
+
+
+def _why_not_lone(artifact: Path, plain: Any, lone: Any, signature: Signature) -> str | None:
+    """None if ``lone`` may stand in for ``plain`` on one-row batches, else the reason."""
+    with artifact.open("rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+        for marker, reason in _REFUSE_MARKERS.items():
+            if data.find(marker) >= 0:
+                return reason
+    probes = _probe_rows(signature)
+    if probes is None:
+        return "an input is not numeric"
+    try:
+        for i in range(len(next(iter(probes.values())))):
+            row = {name: value[i : i + 1] for name, value in probes.items()}
+            expected = plain.run(None, row)
+            for _ in range(PROBE_ROUNDS):
+                got = lone.run(None, row)
+                if not all(
+                    np.array_equal(a, b, equal_nan=np.asarray(a).dtype.kind in "fc")
+                    for a, b in zip(expected, got, strict=True)
+                ):
+                    return "its answers on more threads differ on a probe row"
+    except Exception as exc:  # a probe the graph refuses: do not guess
+        return f"a probe row failed ({type(exc).__name__})"
+    return None
 
 
 def _session(artifact: Path, threads: int, providers: list[str], lone: bool = False) -> Any:
@@ -121,20 +182,11 @@ class OnnxRuntime:
     def load(self, artifact: Path, config: ModelConfig) -> OnnxModel:
         # default: every core this process may run on (taskset/cgroup affinity respected)
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
-        threads = _threads(config, "intra_op_threads", cores, 1)
-        lone_threads = _threads(config, "lone_row_threads", 0, 0)
+        threads = _threads(config, "intra_op_threads", cores)
+        lone_threads = _threads(config, "lone_row_threads", 0)
         wanted = config.options.get("providers") or ["CPUExecutionProvider"]
         providers = [p for p in wanted if p in ort.get_available_providers()]
         session = _session(artifact, threads, providers)
-        on_cpu = not providers or providers[0] == "CPUExecutionProvider"
-        lone_session = None
-        if lone_threads > threads and on_cpu:
-            lone_session = _session(artifact, lone_threads, providers, lone=True)
-            log.info(
-                "%s: one-row batches may run on %d threads while the other workers are idle",
-                artifact.name,
-                lone_threads,
-            )
         inputs = tuple(s for s in (_spec(a) for a in session.get_inputs()) if s is not None)
         if len(inputs) != len(session.get_inputs()):
             raise ConfigError(f"{artifact.name}: graph inputs must be tensors")
@@ -163,4 +215,18 @@ class OnnxRuntime:
         else:
             rename = {s.name: s.name for s in outputs}
             signature = Signature(inputs=inputs, outputs=tuple(outputs))
+        on_cpu = not providers or providers[0] == "CPUExecutionProvider"
+        lone_session = None
+        if lone_threads > threads and on_cpu:
+            lone_session = _session(artifact, lone_threads, providers, lone=True)
+            why_not = _why_not_lone(artifact, session, lone_session, signature)
+            if why_not is None:
+                log.info(
+                    "%s: one-row batches may run on %d threads while the other workers are quiet",
+                    artifact.name,
+                    lone_threads,
+                )
+            else:
+                log.info("%s: no lone-row session: %s", artifact.name, why_not)
+                lone_session = None
         return OnnxModel(session, signature, rename, lone_session)
