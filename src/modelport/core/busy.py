@@ -43,7 +43,7 @@ def make_board(directory: Path, workers: int) -> None:
 
 class BusyBoard:
     """One worker's view of the board: ``enter``/``leave`` around a batch (nesting counts,
-    for executors with several slots), ``others_quiet`` before choosing how to run one.
+    for executors with several slots), ``lendable`` before choosing how to run one.
     Called on the event loop thread only."""
 
     def __init__(
