@@ -174,6 +174,14 @@ def test_bad_runtime_thread_counts_are_refused(value: Any) -> None:
         load_settings({"executors": {"runtime_threads": value}}, env={})
 
 
+@pytest.mark.parametrize("value", ["sometimes", 2, [True]])
+def test_lend_idle_cores_takes_only_a_yes_or_no(value: Any) -> None:
+    with pytest.raises(Exception, match="lend_idle_cores"):
+        load_settings({"executors": {"lend_idle_cores": value}}, env={})
+    env = {"MODELPORT_EXECUTORS__LEND_IDLE_CORES": "false"}
+    assert load_settings({}, env=env).executors.lend_idle_cores is False
+
+
 def test_no_lone_row_session_where_nothing_would_pick_it(tmp_path: Path) -> None:
     """model.yaml may ask for ``lone_row_threads``; in a single process (no board) it would
     be a second copy of the weights that never runs, so the registry does not build it."""

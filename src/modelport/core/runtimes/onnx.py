@@ -80,18 +80,15 @@ PROBE_ROUNDS = 3
 
 
 def _probe_rows(signature: Signature, rows: int = 4) -> NamedArrays | None:
-    """Random rows for each input (None if an input is not numeric)."""
+    """Random rows shaped as ``example_batch``'s (None if an input is not numeric)."""
     rng = np.random.default_rng(0)
     batch: NamedArrays = {}
-    for spec in signature.inputs:
-        shape = (rows, *(d if d > 0 else 1 for d in spec.row_shape))
-        kind = spec.np_dtype.kind
+    for name, zeros in example_batch(signature, rows).items():
+        kind = zeros.dtype.kind
         if kind == "f":
-            batch[spec.name] = rng.standard_normal(shape).astype(spec.np_dtype)
-        elif kind in "iu":
-            batch[spec.name] = rng.integers(0, 8, shape).astype(spec.np_dtype)
-        elif kind == "b":
-            batch[spec.name] = rng.integers(0, 2, shape).astype(bool)
+            batch[name] = rng.standard_normal(zeros.shape).astype(zeros.dtype)
+        elif kind in "iub":
+            batch[name] = rng.integers(0, 2 if kind == "b" else 8, zeros.shape).astype(zeros.dtype)
         else:
             return None
     return batch
