@@ -340,15 +340,20 @@ def _inproc_round(res: Results, mode: str, model: ModelFiles, cfg: Config, round
 
 
 def measure_all(cfg: Config, files: dict[str, ModelFiles]) -> Results:
-    """The interleaved run. Per mode and model: (a), then for each connection count a
-    block of rotating server runs followed by (a) again, so every block's L_model comes
-    from the two (a) rounds around it."""
+    """The interleaved run. Per model: (a) in every mode, then for each connection count
+    a block that runs every server in every mode (the modes alternate which goes first,
+    the servers rotate) followed by (a) again in every mode. So every block's L_model
+    comes from the two (a) rounds around it, and a pinned figure and its unpinned
+    counterpart are minutes apart, not half a run: the unpinned / pinned ratio then
+    compares the machine with itself rather than with how fast it was ten minutes ago."""
     res = Results([], [])
     block = 0
-    for mode in cfg.modes:
-        for key in cfg.models:
+    for key in cfg.models:
+        for mode in cfg.modes:
             _inproc_round(res, mode, files[key], cfg, 0)
-            for i, conns in enumerate(cfg.connections):
+        for i, conns in enumerate(cfg.connections):
+            modes = cfg.modes if i % 2 == 0 else cfg.modes[::-1]
+            for mode in modes:
                 shift = block % len(cfg.servers)
                 block += 1
                 for name in cfg.servers[shift:] + cfg.servers[:shift]:
@@ -356,6 +361,7 @@ def measure_all(cfg: Config, files: dict[str, ModelFiles]) -> Results:
                     row.block = i
                     res.http.append(row)
                     _progress(row)
+            for mode in cfg.modes:
                 _inproc_round(res, mode, files[key], cfg, i + 1)
     return res
 

@@ -1,5 +1,6 @@
-"""The benchmark's derived numbers (benchmarks/results.py): which (a) rounds a block's
-L_model comes from, and M2's combined bound built on it."""
+"""The benchmark harness: its derived numbers (benchmarks/results.py: which (a) rounds a
+block's L_model comes from, M2's combined bound built on it) and the order in which
+benchmarks/run.py measures."""
 
 from __future__ import annotations
 
@@ -76,3 +77,59 @@ def test_a_missing_round_leaves_the_other_and_a_failed_one_is_not_averaged_in(
     # the run's other rounds stand in
     res = results.Results([_http(results, "modelport", 64, 1, 5_000.0)], inproc)
     assert res.l_model("pinned", "m2", 64) == pytest.approx(10_000.0)
+
+
+@pytest.fixture()
+def run_module(results: ModuleType, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    """benchmarks/run.py, importable with its sibling modules (it is a script)."""
+    monkeypatch.syspath_prepend(str(BENCH.parent))
+    spec = importlib.util.spec_from_file_location("bench_run", BENCH.parent / "run.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "bench_run", module)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_modes_of_one_block_run_back_to_back_and_alternate_which_goes_first(
+    run_module: ModuleType, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The unpinned / pinned ratio compares two HTTP runs: they must be neighbours in
+    time, not half a run apart, and (a) must still bracket every block in both modes."""
+    calls: list[tuple[object, ...]] = []
+
+    def fake_http(mode: str, model: object, name: str, conns: int, cfg: object) -> object:
+        calls.append(("http", mode, name, conns))
+        return run_module.HttpRow(mode, "m1", name, conns, error="not run")
+
+    def fake_round(res: object, mode: str, model: object, cfg: object, round_: int) -> None:
+        calls.append(("a", mode, round_))
+
+    monkeypatch.setattr(run_module, "run_http", fake_http)
+    monkeypatch.setattr(run_module, "_inproc_round", fake_round)
+    cfg = run_module.parse_args(
+        [
+            "--models",
+            "m1",
+            "--connections",
+            "1,64",
+            "--servers",
+            "fastapi,modelport",
+            "--work",
+            str(tmp_path),
+            "--out",
+            "none",
+        ]
+    )
+    res = run_module.measure_all(cfg, {"m1": object()})
+
+    assert calls == [
+        ("a", "pinned", 0), ("a", "unpinned", 0),
+        ("http", "pinned", "fastapi", 1), ("http", "pinned", "modelport", 1),
+        ("http", "unpinned", "modelport", 1), ("http", "unpinned", "fastapi", 1),
+        ("a", "pinned", 1), ("a", "unpinned", 1),
+        ("http", "unpinned", "fastapi", 64), ("http", "unpinned", "modelport", 64),
+        ("http", "pinned", "modelport", 64), ("http", "pinned", "fastapi", 64),
+        ("a", "pinned", 2), ("a", "unpinned", 2),
+    ]  # fmt: skip
+    assert [r.block for r in res.http] == [0, 0, 0, 0, 1, 1, 1, 1]
