@@ -65,6 +65,31 @@ def test_sklearn_feature_names_from_a_dataframe_are_inferred(
     model.predict({"input": IRIS.data[:1]})  # no feature-name warning escapes (warnings = errors)
 
 
+def test_sklearn_pipelines_starting_with_passthrough_infer_their_inputs(
+    table: RuntimeTable, tmp_path: Path
+) -> None:
+    """scikit-learn's Pipeline reads n_features_in_ from its first step, which a
+    "passthrough" (or None) step does not have: the first real step, even one inside a
+    nested pipeline, says how wide a row is."""
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    inner = Pipeline([("skip", None), ("scale", StandardScaler())])
+    for name, pipe in {
+        "leading": Pipeline([("p", "passthrough"), ("lr", LogisticRegression(max_iter=500))]),
+        "nested": Pipeline([("p", "passthrough"), ("pre", inner), ("lr", LogisticRegression())]),
+    }.items():
+        pipe.fit(IRIS.data, LABELS)
+        assert getattr(pipe, "n_features_in_", None) is None  # what made inference fail
+        path = tmp_path / f"{name}.joblib"
+        joblib.dump(pipe, path)
+        model = table.get("sklearn").load(path, ModelConfig())
+        assert model.signature.inputs[0].shape == (-1, 4)
+        out = model.predict({"input": IRIS.data[:5]})
+        np.testing.assert_array_equal(out["probabilities"], pipe.predict_proba(IRIS.data[:5]))
+        assert out["label"].tolist() == pipe.predict(IRIS.data[:5]).tolist()
+
+
 def test_sklearn_refuses_garbage(table: RuntimeTable, tmp_path: Path) -> None:
     path = tmp_path / "junk.joblib"
     path.write_bytes(b"not a pickle")

@@ -101,14 +101,31 @@ def _load_skops(path: Path, config: ModelConfig) -> Any:
     return skops_io.load(path, trusted=untrusted)
 
 
+def _input_end(estimator: Any) -> Any:
+    """The estimator that sees the raw rows: a Pipeline's first step that is not
+    "passthrough" or None (scikit-learn's own ``Pipeline.n_features_in_`` reads its first
+    step, and a passthrough step has no such attribute), looking into nested pipelines."""
+    steps = getattr(estimator, "steps", None)
+    if not isinstance(steps, list):
+        return estimator
+    for _, step in steps:
+        if step is not None and step != "passthrough":
+            return _input_end(step)
+    return estimator
+
+
 def _infer_signature(estimator: Any, path: Path) -> Signature:
     n_features = getattr(estimator, "n_features_in_", None)
+    names = getattr(estimator, "feature_names_in_", None)
+    if n_features is None:
+        first = _input_end(estimator)
+        n_features = getattr(first, "n_features_in_", None)
+        names = getattr(first, "feature_names_in_", None)
     if n_features is None:
         raise ConfigError(
             f"{path.name}: the estimator is not fitted or does not expose n_features_in_; "
             "give the signature in model.yaml"
         )
-    names = getattr(estimator, "feature_names_in_", None)
     inputs = (
         TensorSpec(
             name=INPUT,
