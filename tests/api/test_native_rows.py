@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from modelport.api.codecs import native
-from modelport.core.signature import Signature, TensorSpec, validate
+from modelport.core.signature import Signature, Task, TensorSpec, validate
 from modelport.errors import ModelportError
 from tests.api.test_native import assert_error
 
@@ -276,3 +276,34 @@ def test_whatever_it_accepts_matches_the_general_path(
     taken = _agrees(body, _signature(dtype))
     # it declines only values it cannot vouch for (not below 2**53 in magnitude)
     assert taken or any(abs(v) >= 2**53 for row in rows for v in row)
+
+
+@given(
+    st.lists(
+        st.lists(
+            st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.just(float("nan"))),
+            min_size=3,
+            max_size=3,
+        ),
+        min_size=1,
+        max_size=4,
+    )
+)
+@settings(max_examples=200, deadline=None)
+def test_the_encoded_label_is_the_one_argmax_picks_even_with_nan(rows: list[list[float]]) -> None:
+    """A classifier's label is its best probability's label, by np.argmax's rule: the
+    first highest, or the first NaN (a broken model's row must not name a label that
+    argmax, and so the model's own label output, would not)."""
+    labels = ("a", "b", "c")
+    sig = Signature(
+        inputs=(TensorSpec("input", "float64", (-1, 2)),),
+        outputs=(TensorSpec("probabilities", "float64", (-1, 3), names=labels),),
+        task=Task.CLASSIFICATION,
+        labels=labels,
+    )
+    probs = np.asarray(rows, dtype=np.float64)
+    out = native.encode(sig, {"probabilities": probs})
+    assert [r["label"] for r in out] == [labels[i] for i in np.argmax(probs, axis=1)]
+    assert (
+        native.encode(sig, {"probabilities": np.asarray([[0.2, np.nan, 0.5]])})[0]["label"] == "b"
+    )

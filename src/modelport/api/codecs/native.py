@@ -259,10 +259,10 @@ def encode(signature: Signature, outputs: NamedArrays) -> list[dict[str, Any]]:
     if signature.task is Task.CLASSIFICATION and probs is not None and signature.labels:
         labels = signature.labels
         # A request is usually a row or a few: plain Python over ``tolist()`` beats a
-        # NumPy call per request. ``index(max(...))`` picks the first best, as argmax does.
+        # NumPy call per request. ``_first_best`` picks the label argmax would.
         return [
             {
-                "label": labels[row.index(max(row))],
+                "label": labels[_first_best(row)],
                 "probabilities": dict(zip(labels, row, strict=True)),
             }
             for row in probs.tolist()
@@ -272,6 +272,18 @@ def encode(signature: Signature, outputs: NamedArrays) -> list[dict[str, Any]]:
     names = list(outputs)
     columns = [_jsonable(outputs[n]) for n in names]
     return [dict(zip(names, row, strict=True)) for row in zip(*columns, strict=True)]
+
+
+def _first_best(row: list[float]) -> int:
+    """The index np.argmax gives: the first highest value, or the first NaN if there is
+    one (``max`` alone skips a NaN that is not first, since every comparison with it is
+    false). The sum is NaN whenever a value is, so rows without one pay a single sum."""
+    total = sum(row)
+    if total != total:
+        for i, value in enumerate(row):
+            if value != value:
+                return i
+    return row.index(max(row))
 
 
 def _jsonable(array: np.ndarray) -> list[Any]:
