@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -117,7 +118,12 @@ def serve(
         echo_status(f"serving {names} on {base}{workers}  (docs: {base}/docs)")
 
     sharing = plan.count > 1 and reuse_port_supported()
-    if not sharing:  # else once the port is bound: --port 0 then shows the one chosen
+    # --port 0 in one process: bind first, so the line shows the port the system chose
+    # (several workers sharing the port get theirs from the supervisor, once bound)
+    chosen = _bind(server.host) if plan.count == 1 and server.port == 0 else None
+    if chosen is not None:
+        announce(chosen.getsockname()[1])
+    elif not sharing:
         announce(server.port)
     logging.getLogger("uvicorn.error").setLevel(server.log_level.upper())
     options: dict[str, Any] = {
@@ -136,7 +142,12 @@ def serve(
         "proxy_headers": False,
         "server_header": False,
     }
-    if plan.count == 1:
+    if chosen is not None:
+        runner = uvicorn.Server(uvicorn.Config(target, **options))
+        runner.run(sockets=[chosen])
+        if not runner.started:  # as uvicorn.run does when start-up fails
+            raise SystemExit(3)
+    elif plan.count == 1:
         uvicorn.run(target, **options)
     elif sharing:  # a socket per worker: connections spread evenly
         try:
@@ -155,6 +166,20 @@ def serve(
             raise SystemExit(status)
     else:  # no SO_REUSEPORT here: uvicorn's workers, accepting from one shared socket
         uvicorn.run(target, factory=True, workers=plan.count, **options)
+
+
+def _bind(host: str) -> socket.socket:
+    """A listening-ready socket on ``host`` and a port the system picks."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, 0))
+    except OSError as exc:
+        sock.close()
+        raise click.ClickException(f"cannot listen on {host}:0: {exc}") from exc
+    sock.set_inheritable(True)
+    return sock
 
 
 def worker_app() -> Any:
