@@ -95,8 +95,12 @@ def usable_cores() -> int:
     return os.cpu_count() or 1
 
 
-def _size_on_disk(path: Path) -> int:
+def _size_on_disk(path: Path, runtime: str) -> int:
     if path.is_file():
+        if runtime == "onnx":  # its weights may live in files beside it
+            from modelport.core.runtimes.onnx import footprint
+
+            return footprint(path)
         return path.stat().st_size
     if path.is_dir():
         return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
@@ -124,7 +128,7 @@ def plan_workers(settings: Settings, registry: Registry, cores: int | None = Non
     served = registry.served()
     if any(config.isolation is Isolation.PROCESS for config, _ in served):
         return WorkerPlan(1, "a model uses isolation: process, whose worker pool is per server")
-    size = sum(_size_on_disk(version.artifact) for _, version in served)
+    size = sum(_size_on_disk(v.artifact, v.runtime) for _, v in served)
     if size > AUTO_MAX_MODEL_BYTES:
         return WorkerPlan(
             1, f"the models take {size / 2**20:,.0f} MiB and each worker would load a copy"

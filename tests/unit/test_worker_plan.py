@@ -55,6 +55,34 @@ def test_large_models_stay_in_one_process(tmp_path: Path) -> None:
     assert "MiB" in plan.reason
 
 
+def test_onnx_weights_in_external_files_count_toward_the_size(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An ONNX file can keep its weights in files beside it: each worker would load
+    those too, so they count, though the .onnx file itself is tiny."""
+    import onnx
+
+    from modelport import bootstrap
+    from tests.conftest import write_mlp_onnx
+
+    folder = tmp_path / "ext"
+    folder.mkdir()
+    model = onnx.load(write_mlp_onnx(tmp_path / "inline.onnx"))
+    artifact = folder / "m.onnx"
+    onnx.save(model, artifact, save_as_external_data=True, location="m.data", size_threshold=0)
+    data = (folder / "m.data").stat().st_size
+    assert artifact.stat().st_size < 10_000 < data
+
+    def plan(limit: int) -> Any:
+        monkeypatch.setattr(bootstrap, "AUTO_MAX_MODEL_BYTES", limit)
+        settings = load_settings({"data_dir": tmp_path / "data", "models": [artifact]}, env={})
+        return plan_workers(settings, build(settings).registry, cores=4)
+
+    assert plan(data // 2).count == 1
+    assert "MiB" in plan(data // 2).reason
+    assert plan(data * 2).count == 4
+
+
 def test_process_isolation_stays_in_one_process(tmp_path: Path) -> None:
     repo = tmp_path / "repo" / "m"
     (repo / "1").mkdir(parents=True)

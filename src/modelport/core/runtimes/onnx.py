@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import mmap
 import os
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -72,9 +73,11 @@ def _threads(config: ModelConfig, key: str, default: int) -> int:
 # operators (the ai.onnx.ml tree ensembles merge per-thread sums in the order threads
 # finish), weights inside the file (external data would be a second copy not counted in
 # the registry's size limit), and equal outputs, bit for bit, on repeated probe rows.
+# an external-data entry's key, "location", as protobuf writes it (field 1, 8 bytes)
+_EXTERNAL_MARKER = b"\x0a\x08location"
 _REFUSE_MARKERS = {
     b"ai.onnx.ml": "it uses ai.onnx.ml operators",
-    b"\x0a\x08location": "its weights are in external files",
+    _EXTERNAL_MARKER: "its weights are in external files",
 }
 PROBE_ROUNDS = 3
 
@@ -94,12 +97,31 @@ def _probe_rows(signature: Signature, rows: int = 4) -> NamedArrays | None:
     return batch
 
 
+def _markers(artifact: Path, markers: Iterable[bytes]) -> list[bytes]:
+    """Those of ``markers`` that occur in the file's bytes."""
+    if artifact.stat().st_size == 0:
+        return []  # mmap refuses an empty file
+    with artifact.open("rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+        return [m for m in markers if data.find(m) >= 0]
+
+
+def footprint(artifact: Path) -> int:
+    """About how many bytes a session of this model reads: the file, and, if its weights
+    are in external files (which ONNX resolves under the file's directory), every other
+    file under that directory: an upper bound, never an undercount."""
+    size = artifact.stat().st_size
+    if not _markers(artifact, [_EXTERNAL_MARKER]):
+        return size
+    return size + sum(
+        p.stat().st_size for p in artifact.parent.rglob("*") if p.is_file() and p != artifact
+    )
+
+
 def _why_not_lone(artifact: Path, plain: Any, lone: Any, signature: Signature) -> str | None:
     """None if ``lone`` may stand in for ``plain`` on one-row batches, else the reason."""
-    with artifact.open("rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
-        for marker, reason in _REFUSE_MARKERS.items():
-            if data.find(marker) >= 0:
-                return reason
+    found = _markers(artifact, _REFUSE_MARKERS)
+    if found:
+        return _REFUSE_MARKERS[found[0]]
     probes = _probe_rows(signature)
     if probes is None:
         return "an input is not numeric"
