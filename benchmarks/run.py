@@ -347,15 +347,15 @@ def measure_all(cfg: Config, files: dict[str, ModelFiles]) -> Results:
     counterpart are minutes apart, not half a run: the unpinned / pinned ratio then
     compares the machine with itself rather than with how fast it was ten minutes ago."""
     res = Results([], [])
-    block = 0
+    turns = dict.fromkeys(cfg.modes, 0)  # blocks run so far in each mode: the rotation
     for key in cfg.models:
         for mode in cfg.modes:
             _inproc_round(res, mode, files[key], cfg, 0)
         for i, conns in enumerate(cfg.connections):
             modes = cfg.modes if i % 2 == 0 else cfg.modes[::-1]
             for mode in modes:
-                shift = block % len(cfg.servers)
-                block += 1
+                shift = turns[mode] % len(cfg.servers)
+                turns[mode] += 1
                 for name in cfg.servers[shift:] + cfg.servers[:shift]:
                     row = run_http(mode, files[key], name, conns, cfg)
                     row.block = i

@@ -126,10 +126,21 @@ def test_the_modes_of_one_block_run_back_to_back_and_alternate_which_goes_first(
     assert calls == [
         ("a", "pinned", 0), ("a", "unpinned", 0),
         ("http", "pinned", "fastapi", 1), ("http", "pinned", "modelport", 1),
-        ("http", "unpinned", "modelport", 1), ("http", "unpinned", "fastapi", 1),
+        ("http", "unpinned", "fastapi", 1), ("http", "unpinned", "modelport", 1),
         ("a", "pinned", 1), ("a", "unpinned", 1),
-        ("http", "unpinned", "fastapi", 64), ("http", "unpinned", "modelport", 64),
+        ("http", "unpinned", "modelport", 64), ("http", "unpinned", "fastapi", 64),
         ("http", "pinned", "modelport", 64), ("http", "pinned", "fastapi", 64),
         ("a", "pinned", 2), ("a", "unpinned", 2),
     ]  # fmt: skip
     assert [r.block for r in res.http] == [0, 0, 0, 0, 1, 1, 1, 1]
+
+    # every server leads once in each mode over as many blocks as there are servers
+    calls.clear()
+    cfg = run_module.parse_args(
+        ["--models", "m1", "--connections", "1,16,64", "--servers", "noop",
+         "--work", str(tmp_path), "--out", "none"]
+    )  # fmt: skip
+    run_module.measure_all(cfg, {"m1": object()})
+    for mode in ("pinned", "unpinned"):
+        runs = [c for c in calls if c[0] == "http" and c[1] == mode]
+        assert len({runs[k][2] for k in (0, 3, 6)}) == 3, runs
