@@ -88,6 +88,29 @@ def test_sklearn_pipelines_starting_with_passthrough_infer_their_inputs(
         out = model.predict({"input": IRIS.data[:5]})
         np.testing.assert_array_equal(out["probabilities"], pipe.predict_proba(IRIS.data[:5]))
         assert out["label"].tolist() == pipe.predict(IRIS.data[:5]).tolist()
+        if name == "leading":  # the numpy plan covers passthrough steps, so it must be made
+            assert model.plan is not None
+
+
+def test_a_passthrough_first_pipeline_fitted_on_a_dataframe_keeps_its_names_quietly(
+    table: RuntimeTable, tmp_path: Path
+) -> None:
+    """Its first real step holds the feature names: the signature names them, and rows
+    sent without names raise no warning (warnings are errors here), plan or not."""
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    pd = pytest.importorskip("pandas")
+    frame = pd.DataFrame(IRIS.data, columns=["a", "b", "c", "d"])
+    pipe = Pipeline([("p", "passthrough"), ("s", StandardScaler()), ("lr", LogisticRegression())])
+    path = tmp_path / "named.joblib"
+    joblib.dump(pipe.fit(frame, IRIS.target), path)
+    for compiled in (True, False):
+        config = ModelConfig(options={"compile": compiled})
+        model = table.get("sklearn").load(path, config)
+        assert model.signature.inputs[0].names == ("a", "b", "c", "d")
+        assert (model.plan is not None) is compiled
+        model.predict({"input": IRIS.data[:2]})
 
 
 def test_sklearn_refuses_garbage(table: RuntimeTable, tmp_path: Path) -> None:

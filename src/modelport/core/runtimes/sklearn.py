@@ -42,7 +42,7 @@ class SklearnModel(BaseLoadedModel):
         self.signature = signature
         self._proba = signature.task is Task.CLASSIFICATION and hasattr(estimator, "predict_proba")
         self._classes = np.asarray(getattr(estimator, "classes_", []))
-        if hasattr(estimator, "feature_names_in_"):
+        if hasattr(_input_end(estimator), "feature_names_in_"):
             warnings.filterwarnings("ignore", message=_NO_NAMES, category=UserWarning)
         self.plan: LinearPlan | None = None
         if compiled:
@@ -50,7 +50,7 @@ class SklearnModel(BaseLoadedModel):
 
     def _compile(self, name: str) -> LinearPlan | None:
         """Linear pipelines run as plain numpy (``_linear.py``) when that matches bit for bit."""
-        n_features = getattr(self._estimator, "n_features_in_", None)
+        n_features = getattr(_input_end(self._estimator), "n_features_in_", None)
         if not isinstance(n_features, int | np.integer) or n_features < 1:
             return None
         try:  # scikit-learn itself is needed only by models that are scikit-learn's
@@ -103,15 +103,24 @@ def _load_skops(path: Path, config: ModelConfig) -> Any:
 
 def _input_end(estimator: Any) -> Any:
     """The estimator that sees the raw rows: a Pipeline's first step that is not
-    "passthrough" or None (scikit-learn's own ``Pipeline.n_features_in_`` reads its first
-    step, and a passthrough step has no such attribute), looking into nested pipelines."""
+    "passthrough" or None (scikit-learn's own ``Pipeline.n_features_in_`` and
+    ``feature_names_in_`` read its first step, which a passthrough step lacks), looking
+    into nested pipelines; the estimator itself when it is not a Pipeline."""
+    found = _first_real_step(estimator)
+    return estimator if found is None else found
+
+
+def _first_real_step(estimator: Any) -> Any:
     steps = getattr(estimator, "steps", None)
-    if not isinstance(steps, list):
+    if not isinstance(steps, list | tuple):
         return estimator
     for _, step in steps:
-        if step is not None and step != "passthrough":
-            return _input_end(step)
-    return estimator
+        if step is None or (isinstance(step, str) and step == "passthrough"):
+            continue
+        found = _first_real_step(step)
+        if found is not None:  # None: a nested pipeline of passthrough steps only
+            return found
+    return None
 
 
 def _infer_signature(estimator: Any, path: Path) -> Signature:
