@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 from pathlib import Path
@@ -144,7 +145,8 @@ def serve(
     }
     if chosen is not None:
         runner = uvicorn.Server(uvicorn.Config(target, **options))
-        runner.run(sockets=[chosen])
+        with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C: shut down, as uvicorn.run
+            runner.run(sockets=[chosen])
         if not runner.started:  # as uvicorn.run does when start-up fails
             raise SystemExit(3)
     elif plan.count == 1:
@@ -174,6 +176,8 @@ def _bind(host: str) -> socket.socket:
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:  # "::" means IPv6 only, as on the other paths
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         sock.bind((host, 0))
     except OSError as exc:
         sock.close()
