@@ -59,7 +59,7 @@ def test_onnx_weights_in_external_files_count_toward_the_size(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """An ONNX file can keep its weights in files beside it: each worker would load
-    those too, so they count, though the .onnx file itself is tiny."""
+    those too, so the files it names count, though the .onnx file itself is tiny."""
     import onnx
 
     from modelport import bootstrap
@@ -80,6 +80,8 @@ def test_onnx_weights_in_external_files_count_toward_the_size(
 
     assert plan(data // 2).count == 1
     assert "MiB" in plan(data // 2).reason
+    # the data file counts once, though three tensors name it; other files do not
+    (folder / "unrelated.bin").write_bytes(b"\0" * data * 4)
     assert plan(data * 2).count == 4
 
 

@@ -69,12 +69,13 @@ def _threads(config: ModelConfig, key: str, default: int) -> int:
     return value or default
 
 
+# an external-data entry's key, "location", as protobuf writes it (field 1, 8 bytes)
+_EXTERNAL_MARKER = b"\x0a\x08location"
 # A lone-row session is only kept for a graph whose answers it provably repeats: plain ONNX
 # operators (the ai.onnx.ml tree ensembles merge per-thread sums in the order threads
 # finish), weights inside the file (external data would be a second copy not counted in
-# the registry's size limit), and equal outputs, bit for bit, on repeated probe rows.
-# an external-data entry's key, "location", as protobuf writes it (field 1, 8 bytes)
-_EXTERNAL_MARKER = b"\x0a\x08location"
+# the registry's size limit, which reads the file's size), and equal outputs, bit for bit,
+# on repeated probe rows.
 _REFUSE_MARKERS = {
     b"ai.onnx.ml": "it uses ai.onnx.ml operators",
     _EXTERNAL_MARKER: "its weights are in external files",
@@ -105,16 +106,46 @@ def _markers(artifact: Path, markers: Iterable[bytes]) -> list[bytes]:
         return [m for m in markers if data.find(m) >= 0]
 
 
+def _external_files(artifact: Path) -> set[Path]:
+    """The files the model's external-data entries name. Each entry is written as the
+    marker (key "location"), then field 2, the value: a length and a path relative to
+    the model file's directory."""
+    files: set[Path] = set()
+    if artifact.stat().st_size == 0:
+        return files
+    with artifact.open("rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+        at = data.find(_EXTERNAL_MARKER)
+        while at >= 0:
+            pos = at + len(_EXTERNAL_MARKER)
+            at = data.find(_EXTERNAL_MARKER, pos)
+            if data[pos : pos + 1] != b"\x12":
+                continue
+            length, shift, pos = 0, 0, pos + 1
+            while pos < len(data) and shift < 28:  # a varint; paths are short
+                byte = data[pos]
+                pos += 1
+                length |= (byte & 0x7F) << shift
+                shift += 7
+                if byte < 0x80:
+                    break
+            try:
+                files.add(artifact.parent / data[pos : pos + length].decode())
+            except UnicodeDecodeError:
+                continue
+    return files
+
+
 def footprint(artifact: Path) -> int:
-    """About how many bytes a session of this model reads: the file, and, if its weights
-    are in external files (which ONNX resolves under the file's directory), every other
-    file under that directory: an upper bound, never an undercount."""
+    """About how many bytes a session of this model loads: the file and the external
+    data files it names (a file named twice counts once; one that cannot be read counts
+    nothing here, and onnxruntime will say why when it loads)."""
     size = artifact.stat().st_size
-    if not _markers(artifact, [_EXTERNAL_MARKER]):
-        return size
-    return size + sum(
-        p.stat().st_size for p in artifact.parent.rglob("*") if p.is_file() and p != artifact
-    )
+    for path in _external_files(artifact):
+        try:
+            size += path.stat().st_size if path.is_file() else 0
+        except OSError:
+            continue
+    return size
 
 
 def _why_not_lone(artifact: Path, plain: Any, lone: Any, signature: Signature) -> str | None:
