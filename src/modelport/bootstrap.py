@@ -100,7 +100,10 @@ def _size_on_disk(path: Path, runtime: str) -> int:
         if runtime == "onnx":  # its weights may live in files beside it
             from modelport.core.runtimes.onnx import footprint
 
-            return footprint(path)
+            try:
+                return footprint(path)
+            except OSError:  # unreadable: loading it will say why
+                return path.stat().st_size
         return path.stat().st_size
     if path.is_dir():
         return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())

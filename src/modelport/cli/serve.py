@@ -176,7 +176,7 @@ def _bind(host: str) -> socket.socket:
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if family == socket.AF_INET6:  # "::" means IPv6 only, as on the other paths
+        if family == socket.AF_INET6:  # "::" means IPv6 only, as uvicorn.run binds it
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         sock.bind((host, 0))
     except OSError as exc:

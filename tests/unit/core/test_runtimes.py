@@ -201,3 +201,33 @@ def test_unknown_suffix_and_runtime(table: RuntimeTable) -> None:
         table.for_artifact(Path("model.h5"))
     with pytest.raises(ConfigError, match="unknown runtime 'tensorflow'"):
         table.for_artifact(Path("model.h5"), "tensorflow")
+
+
+def test_onnx_footprint_counts_only_the_external_files_an_entry_names_inside_its_folder(
+    tmp_path: Path,
+) -> None:
+    """The auto worker count reads external-data entries from the raw bytes: entries that
+    do not parse, or that point outside the model's folder (which ONNX refuses too), add
+    nothing, and a file named twice counts once."""
+    from modelport.core.runtimes.onnx import _EXTERNAL_MARKER, _external_files, footprint
+
+    def entry(location: bytes) -> bytes:
+        return _EXTERNAL_MARKER + b"\x12" + bytes([len(location)]) + location
+
+    (tmp_path / "m.data").write_bytes(b"\0" * 5000)
+    artifact = tmp_path / "m.onnx"
+    artifact.write_bytes(
+        b"head"
+        + entry(b"m.data")
+        + entry(b"./m.data")
+        + entry(b"/etc/hostname")
+        + entry(b"../outside.data")
+        + _EXTERNAL_MARKER
+        + b"\x09not-a-value"  # the marker inside other bytes: no value field follows
+        + _EXTERNAL_MARKER
+        + b"\x12\x7fshort"  # a length past the end of the file
+    )
+    assert _external_files(artifact) == {tmp_path / "m.data"}
+    assert footprint(artifact) == artifact.stat().st_size + 5000
+    (tmp_path / "empty.onnx").write_bytes(b"")
+    assert footprint(tmp_path / "empty.onnx") == 0

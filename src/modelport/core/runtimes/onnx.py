@@ -12,7 +12,7 @@ import logging
 import mmap
 import os
 from collections.abc import Iterable
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
@@ -120,18 +120,22 @@ def _external_files(artifact: Path) -> set[Path]:
             at = data.find(_EXTERNAL_MARKER, pos)
             if data[pos : pos + 1] != b"\x12":
                 continue
-            length, shift, pos = 0, 0, pos + 1
-            while pos < len(data) and shift < 28:  # a varint; paths are short
+            length, shift, pos, ended = 0, 0, pos + 1, False
+            while pos < len(data) and shift < 28 and not ended:  # a varint; paths are short
                 byte = data[pos]
                 pos += 1
                 length |= (byte & 0x7F) << shift
                 shift += 7
-                if byte < 0x80:
-                    break
+                ended = byte < 0x80
+            if not ended or pos + length > len(data):
+                continue  # not an entry after all (the bytes matched inside other data)
             try:
-                files.add(artifact.parent / data[pos : pos + length].decode())
+                location = PurePosixPath(data[pos : pos + length].decode())
             except UnicodeDecodeError:
                 continue
+            # ONNX itself refuses a location outside the model's directory
+            if not location.is_absolute() and ".." not in location.parts:
+                files.add(artifact.parent / location)
     return files
 
 
