@@ -38,6 +38,8 @@ from sklearn.linear_model import ElasticNet, Lasso, LinearRegression, LogisticRe
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import MaxAbsScaler, MinMaxScaler, RobustScaler, StandardScaler
 
+from modelport.core.runtimes.sklearn import input_end
+
 Step = Callable[[np.ndarray], np.ndarray]
 
 _REGRESSORS = (LinearRegression, Ridge, Lasso, ElasticNet)
@@ -190,10 +192,7 @@ def probe_rows(estimator: Any, n_features: int, rows: int, seed: int = 0) -> np.
     """Rows around the data the first step was fitted on (if it says), plus wide ones."""
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((rows, n_features))
-    first = estimator
-    if type(estimator) is Pipeline:  # the first step that is not "passthrough" (or None)
-        real = [s for _, s in estimator.steps if s is not None and not isinstance(s, str)]
-        first = real[0] if real else estimator
+    first = input_end(estimator)  # past any "passthrough" steps
     centre: Any = getattr(first, "mean_", getattr(first, "center_", None))
     spread: Any = getattr(first, "scale_", None)
     fitted = isinstance(centre, np.ndarray) and isinstance(spread, np.ndarray)

@@ -8,10 +8,11 @@ idle: see ``core/busy.py``; the registry sets it with several workers), ``provid
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import mmap
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -98,11 +99,19 @@ def _probe_rows(signature: Signature, rows: int = 4) -> NamedArrays | None:
     return batch
 
 
+@contextlib.contextmanager
+def _mapped(artifact: Path) -> Iterator[mmap.mmap | bytes]:
+    """The file's bytes, mapped rather than read (mmap refuses an empty file)."""
+    if artifact.stat().st_size == 0:
+        yield b""
+        return
+    with artifact.open("rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+        yield data
+
+
 def _markers(artifact: Path, markers: Iterable[bytes]) -> list[bytes]:
     """Those of ``markers`` that occur in the file's bytes."""
-    if artifact.stat().st_size == 0:
-        return []  # mmap refuses an empty file
-    with artifact.open("rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+    with _mapped(artifact) as data:
         return [m for m in markers if data.find(m) >= 0]
 
 
@@ -111,9 +120,7 @@ def _external_files(artifact: Path) -> set[Path]:
     marker (key "location"), then field 2, the value: a length and a path relative to
     the model file's directory."""
     files: set[Path] = set()
-    if artifact.stat().st_size == 0:
-        return files
-    with artifact.open("rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+    with _mapped(artifact) as data:
         at = data.find(_EXTERNAL_MARKER)
         while at >= 0:
             pos = at + len(_EXTERNAL_MARKER)

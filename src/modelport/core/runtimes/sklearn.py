@@ -42,7 +42,7 @@ class SklearnModel(BaseLoadedModel):
         self.signature = signature
         self._proba = signature.task is Task.CLASSIFICATION and hasattr(estimator, "predict_proba")
         self._classes = np.asarray(getattr(estimator, "classes_", []))
-        if hasattr(_input_end(estimator), "feature_names_in_"):
+        if hasattr(input_end(estimator), "feature_names_in_"):
             warnings.filterwarnings("ignore", message=_NO_NAMES, category=UserWarning)
         self.plan: LinearPlan | None = None
         if compiled:
@@ -50,7 +50,7 @@ class SklearnModel(BaseLoadedModel):
 
     def _compile(self, name: str) -> LinearPlan | None:
         """Linear pipelines run as plain numpy (``_linear.py``) when that matches bit for bit."""
-        n_features = getattr(_input_end(self._estimator), "n_features_in_", None)
+        n_features = getattr(input_end(self._estimator), "n_features_in_", None)
         if not isinstance(n_features, int | np.integer) or n_features < 1:
             return None
         try:  # scikit-learn itself is needed only by models that are scikit-learn's
@@ -101,7 +101,7 @@ def _load_skops(path: Path, config: ModelConfig) -> Any:
     return skops_io.load(path, trusted=untrusted)
 
 
-def _input_end(estimator: Any) -> Any:
+def input_end(estimator: Any) -> Any:
     """The estimator that sees the raw rows: a Pipeline's first step that is not
     "passthrough" or None (scikit-learn's own ``Pipeline.n_features_in_`` and
     ``feature_names_in_`` read its first step, which a passthrough step lacks), looking
@@ -124,12 +124,9 @@ def _first_real_step(estimator: Any) -> Any:
 
 
 def _infer_signature(estimator: Any, path: Path) -> Signature:
-    n_features = getattr(estimator, "n_features_in_", None)
-    names = getattr(estimator, "feature_names_in_", None)
-    if n_features is None:
-        first = _input_end(estimator)
-        n_features = getattr(first, "n_features_in_", None)
-        names = getattr(first, "feature_names_in_", None)
+    first = input_end(estimator)
+    n_features = getattr(first, "n_features_in_", None)
+    names = getattr(first, "feature_names_in_", None)
     if n_features is None:
         raise ConfigError(
             f"{path.name}: the estimator is not fitted or does not expose n_features_in_; "
