@@ -19,6 +19,8 @@ has been quiet.
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
@@ -29,6 +31,7 @@ from modelport.core.runtime import BaseLoadedModel, LoadedModel
 from modelport.core.signature import NamedArrays
 
 Predict = Callable[[NamedArrays], NamedArrays]
+log = logging.getLogger("modelport.executors")
 
 
 class Executor(Protocol):
@@ -97,15 +100,54 @@ class ThreadExecutor(LendingExecutor):
         await asyncio.to_thread(self._pool.shutdown, wait=True)
 
 
+# ``auto``'s inline executor moves a model to a thread after this many batches in a row
+# took longer than SLOW_BATCH_S each: meanwhile the event loop answered nothing, health
+# checks and other models included. One slow batch (a GC pause, a busy machine) is not
+# enough; for a model this slow a thread's hand-off (~0.1 ms) costs under 0.2 %.
+SLOW_BATCH_S = 0.05
+SLOW_BATCHES = 3
+
+
 class InlineExecutor(LendingExecutor):
-    """Runs predict directly on the event loop (one slot)."""
+    """Runs predict directly on the event loop (one slot). With ``move_when_slow`` (what
+    ``auto`` picks), a model whose batches keep taking over SLOW_BATCH_S moves to a
+    one-thread ``ThreadExecutor`` for good, so the loop keeps answering while it
+    computes; ``clock`` is injectable for tests."""
 
     slots = 1
 
-    def __init__(self, model: LoadedModel, board: BusyBoard | None = None) -> None:
+    def __init__(
+        self,
+        model: LoadedModel,
+        board: BusyBoard | None = None,
+        *,
+        move_when_slow: bool = False,
+        name: str = "model",
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
         super().__init__(model, board)
+        self._watch = move_when_slow
+        self._name = name
+        self._clock = clock
+        self._slow_in_a_row = 0
+        self.moved: ThreadExecutor | None = None
 
     async def run(self, batch: NamedArrays) -> NamedArrays:
+        if self.moved is not None:
+            return await self.moved.run(batch)
+        if not self._watch:
+            return self._run(batch)
+        start = self._clock()
+        outputs = self._run(batch)
+        if self._clock() - start <= SLOW_BATCH_S:
+            self._slow_in_a_row = 0
+        else:
+            self._slow_in_a_row += 1
+            if self._slow_in_a_row >= SLOW_BATCHES:
+                self._move()
+        return outputs
+
+    def _run(self, batch: NamedArrays) -> NamedArrays:
         board = self._board
         if board is None:
             return self._predict(batch)
@@ -118,8 +160,21 @@ class InlineExecutor(LendingExecutor):
         self.count(predict)
         return outputs
 
+    def _move(self) -> None:
+        log.warning(
+            "%s: %d batches in a row took over %.0f ms each on the event loop, which "
+            "answered nothing meanwhile (health checks included); its batches run on a "
+            "thread from now on (--executor inline keeps them on the loop)",
+            self._name,
+            SLOW_BATCHES,
+            SLOW_BATCH_S * 1000,
+        )
+        self.moved = ThreadExecutor(self.model, 1, name=self._name, board=self._board)
+        self.moved.stats = self.stats
+
     async def close(self) -> None:
-        return None
+        if self.moved is not None:
+            await self.moved.close()
 
 
 def choose_executor(
@@ -135,14 +190,18 @@ def choose_executor(
     workers; None = unknown). On one core the event loop cannot run beside the model
     anyway, so a thread only adds hand-offs: inline measured ~10% more req/s for the ONNX
     MLP pinned to one core, and ~19% with two workers on two cores (docs/benchmarks.md).
-    The price, as for every inline model: while a batch computes, this process answers
-    nothing else (health checks included); ``--executor thread`` for slow models.
+    The price of inline: while a batch computes, this process answers nothing else
+    (health checks included), so ``auto``'s inline executor moves a model whose batches
+    keep taking over SLOW_BATCH_S to a thread (``InlineExecutor``); ``--executor inline``
+    never moves it.
     ``board``: the HTTP workers' shared busy board, if there are several."""
     if mode == "auto":
         gil_free = getattr(model, "releases_gil", False)
         # threads > 1 (model.yaml ``threads``, ``executors.threads``) asks for a pool
         spare_core = cpu_share is None or cpu_share > 1 or threads > 1
-        mode = "thread" if gil_free and spare_core else "inline"
+        if not (gil_free and spare_core):  # inline, yet off the loop should it prove slow
+            return InlineExecutor(model, board, move_when_slow=True, name=name)
+        mode = "thread"
     if mode == "inline":
-        return InlineExecutor(model, board)
+        return InlineExecutor(model, board, name=name)
     return ThreadExecutor(model, threads, name=name, board=board)
