@@ -369,3 +369,49 @@ def test_default_workers_are_one_per_usable_core(start_server: Any, tmp_path: Pa
     assert server.output().count("Application startup complete") == expected
     if expected > 1:
         assert f"with {expected} HTTP workers (one per usable core" in server.output()
+
+
+def test_a_model_that_keeps_blocking_the_loop_moves_off_it_and_health_answers(
+    start_server: Any, tmp_path: Path
+) -> None:
+    """A custom model whose batches sleep runs inline at first (one worker, auto): a
+    health check waits for the batch. After three such batches the server moves it to a
+    thread, says so, and a health check answers while a batch is still computing."""
+    import threading
+    import time
+
+    folder = tmp_path / "slow"
+    folder.mkdir()
+    (folder / "model.py").write_text(
+        "import time\n"
+        "class Model:\n"
+        "    signature = {'inputs': [{'name': 'x', 'dtype': 'float32', 'shape': [-1, 2]}],\n"
+        "                 'outputs': [{'name': 'y', 'dtype': 'float32', 'shape': [-1]}]}\n"
+        "    def load(self, path):\n"
+        "        pass\n"
+        "    def predict(self, inputs):\n"
+        "        time.sleep(float(inputs['x'][0, 0]))\n"
+        "        return {'y': inputs['x'].sum(axis=1)}\n"
+    )
+    server = start_server(
+        str(folder / "model.py"), "--workers", "1", "--data-dir", str(tmp_path / "d")
+    )
+    url = f"{server.url}/v1/models/model/predict"
+    for _ in range(3):
+        assert httpx.post(url, json={"inputs": [[0.12, 1]]}, timeout=30).status_code == 200
+    deadline = time.monotonic() + 10
+    while "run on a thread from now on" not in server.output():
+        assert time.monotonic() < deadline, server.output()
+        time.sleep(0.05)
+    done = threading.Event()
+
+    def long_batch() -> None:
+        httpx.post(url, json={"inputs": [[3.0, 1]]}, timeout=30)
+        done.set()
+
+    worker = threading.Thread(target=long_batch)
+    worker.start()
+    time.sleep(0.5)  # the 3 s batch is computing
+    assert httpx.get(f"{server.url}/healthz", timeout=10).status_code == 200
+    assert not done.is_set()  # answered during the batch, not after it
+    worker.join()
