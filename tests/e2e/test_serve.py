@@ -406,12 +406,16 @@ def test_a_model_that_keeps_blocking_the_loop_moves_off_it_and_health_answers(
     done = threading.Event()
 
     def long_batch() -> None:
-        httpx.post(url, json={"inputs": [[3.0, 1]]}, timeout=30)
+        assert httpx.post(url, json={"inputs": [[3.0, 1]]}, timeout=30).status_code == 200
         done.set()
 
     worker = threading.Thread(target=long_batch)
     worker.start()
     time.sleep(0.5)  # the 3 s batch is computing
+    asked = time.monotonic()
     assert httpx.get(f"{server.url}/healthz", timeout=10).status_code == 200
-    assert not done.is_set()  # answered during the batch, not after it
+    assert time.monotonic() - asked < 1.5  # not after the batch's remaining ~2.5 s
+    assert not done.is_set()
     worker.join()
+    assert done.is_set()
+    assert "model v1: 3 batches in a row took over 50 ms" in server.output()

@@ -101,9 +101,12 @@ class ThreadExecutor(LendingExecutor):
 
 
 # ``auto``'s inline executor moves a model to a thread after this many batches in a row
-# took longer than SLOW_BATCH_S each: meanwhile the event loop answered nothing, health
-# checks and other models included. One slow batch (a GC pause, a busy machine) is not
-# enough; for a model this slow a thread's hand-off (~0.1 ms) costs under 0.2 %.
+# took longer than SLOW_BATCH_S each (wall time): meanwhile the event loop answered
+# nothing, health checks and other models included. One slow batch (a GC pause, a busy
+# machine) is not enough. For a model this slow the hand-off (~0.1 ms) is small; a
+# GIL-bound predict also makes the loop wait for the GIL now and then (not measured).
+# Batches grow with load, so a model fast per row can move under a long peak; that is
+# the point (the loop was blocked), and ``--executor inline`` keeps it on the loop.
 SLOW_BATCH_S = 0.05
 SLOW_BATCHES = 3
 
@@ -123,11 +126,13 @@ class InlineExecutor(LendingExecutor):
         *,
         move_when_slow: bool = False,
         name: str = "model",
+        label: str | None = None,
         clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         super().__init__(model, board)
         self._watch = move_when_slow
         self._name = name
+        self._label = label or name
         self._clock = clock
         self._slow_in_a_row = 0
         self.moved: ThreadExecutor | None = None
@@ -165,7 +170,7 @@ class InlineExecutor(LendingExecutor):
             "%s: %d batches in a row took over %.0f ms each on the event loop, which "
             "answered nothing meanwhile (health checks included); its batches run on a "
             "thread from now on (--executor inline keeps them on the loop)",
-            self._name,
+            self._label,
             SLOW_BATCHES,
             SLOW_BATCH_S * 1000,
         )
@@ -184,6 +189,7 @@ def choose_executor(
     name: str,
     cpu_share: int | None = None,
     board: BusyBoard | None = None,
+    label: str | None = None,
 ) -> Executor:
     """``mode``: "thread", "inline", or "auto": a thread only if predict releases the GIL
     and this process has more than one core to itself (``cpu_share``: usable cores ÷ HTTP
@@ -194,14 +200,15 @@ def choose_executor(
     (health checks included), so ``auto``'s inline executor moves a model whose batches
     keep taking over SLOW_BATCH_S to a thread (``InlineExecutor``); ``--executor inline``
     never moves it.
-    ``board``: the HTTP workers' shared busy board, if there are several."""
+    ``board``: the HTTP workers' shared busy board, if there are several. ``name`` names
+    the threads; ``label`` (default ``name``) the model in the log, e.g. "iris v1"."""
     if mode == "auto":
         gil_free = getattr(model, "releases_gil", False)
         # threads > 1 (model.yaml ``threads``, ``executors.threads``) asks for a pool
         spare_core = cpu_share is None or cpu_share > 1 or threads > 1
         if not (gil_free and spare_core):  # inline, yet off the loop should it prove slow
-            return InlineExecutor(model, board, move_when_slow=True, name=name)
+            return InlineExecutor(model, board, move_when_slow=True, name=name, label=label)
         mode = "thread"
     if mode == "inline":
-        return InlineExecutor(model, board, name=name)
+        return InlineExecutor(model, board, name=name, label=label)
     return ThreadExecutor(model, threads, name=name, board=board)

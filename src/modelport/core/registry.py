@@ -249,7 +249,7 @@ class Registry:
         )
 
     async def _thread_executor(
-        self, runtime_name: str, artifact: Path, config: ModelConfig
+        self, runtime_name: str, artifact: Path, config: ModelConfig, label: str
     ) -> tuple[Signature, Executor]:
         runtime = self._runtimes.get(runtime_name)
         defaults: dict[str, Any] = {}
@@ -265,7 +265,13 @@ class Registry:
         await asyncio.to_thread(loaded.warmup)
         threads = config.threads or self._executors.threads
         return loaded.signature, choose_executor(
-            loaded, self._executors.mode, threads, artifact.stem, self._cpu_share, self._board
+            loaded,
+            self._executors.mode,
+            threads,
+            artifact.stem,
+            self._cpu_share,
+            self._board,
+            label=label,
         )
 
     async def _load(self, model: ServedModel, version: ServedVersion) -> None:
@@ -285,11 +291,17 @@ class Registry:
                 threads = model.config.threads or self._executors.threads
                 inferred = loaded.signature
                 executor = choose_executor(
-                    loaded, self._executors.mode, threads, model.name, self._cpu_share, self._board
+                    loaded,
+                    self._executors.mode,
+                    threads,
+                    model.name,
+                    self._cpu_share,
+                    self._board,
+                    label=where,
                 )
             else:
                 inferred, executor = await self._thread_executor(
-                    version.runtime, version.artifact, model.config
+                    version.runtime, version.artifact, model.config, where
                 )
             version.signature = effective_signature(
                 inferred, model.config, self._features.get(model.name), where
