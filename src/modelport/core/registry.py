@@ -262,16 +262,16 @@ class Registry:
             options["lone_row_threads"] = 0
         config = replace(config, options=options)
         loaded = await asyncio.to_thread(runtime.load, artifact, config)
+        return loaded.signature, await self._in_process(loaded, config, artifact.stem, label)
+
+    async def _in_process(
+        self, loaded: LoadedModel, config: ModelConfig, name: str, label: str
+    ) -> Executor:
+        """Warm ``loaded`` up and pick the executor it runs on in this process."""
         await asyncio.to_thread(loaded.warmup)
         threads = config.threads or self._executors.threads
-        return loaded.signature, choose_executor(
-            loaded,
-            self._executors.mode,
-            threads,
-            artifact.stem,
-            self._cpu_share,
-            self._board,
-            label=label,
+        return choose_executor(
+            loaded, self._executors.mode, threads, name, self._cpu_share, self._board, label
         )
 
     async def _load(self, model: ServedModel, version: ServedVersion) -> None:
@@ -286,18 +286,9 @@ class Registry:
                     version.runtime, version.artifact, replace(model.config, options=no_lone)
                 )
             elif version.preloaded is not None:
-                loaded = version.preloaded
-                await asyncio.to_thread(loaded.warmup)
-                threads = model.config.threads or self._executors.threads
-                inferred = loaded.signature
-                executor = choose_executor(
-                    loaded,
-                    self._executors.mode,
-                    threads,
-                    model.name,
-                    self._cpu_share,
-                    self._board,
-                    label=where,
+                inferred = version.preloaded.signature
+                executor = await self._in_process(
+                    version.preloaded, model.config, model.name, where
                 )
             else:
                 inferred, executor = await self._thread_executor(
