@@ -143,14 +143,15 @@ class InlineExecutor(LendingExecutor):
         if not self._watch:
             return self._run(batch)
         start = self._clock()
-        outputs = self._run(batch)
-        if self._clock() - start <= SLOW_BATCH_S:
-            self._slow_in_a_row = 0
-        else:
-            self._slow_in_a_row += 1
-            if self._slow_in_a_row >= SLOW_BATCHES:
-                self._move()
-        return outputs
+        try:
+            return self._run(batch)
+        finally:  # a batch that raised blocked the loop just as long
+            if self._clock() - start <= SLOW_BATCH_S:
+                self._slow_in_a_row = 0
+            else:
+                self._slow_in_a_row += 1
+                if self._slow_in_a_row >= SLOW_BATCHES:
+                    self._move()
 
     def _run(self, batch: NamedArrays) -> NamedArrays:
         board = self._board

@@ -83,6 +83,34 @@ def test_only_batches_slow_in_a_row_move_the_model_off_the_loop(
     assert ("run on a thread from now on" in caplog.text) is (moved_after is not None)
 
 
+def test_slow_batches_that_raise_count_too() -> None:
+    """A batch that raises after blocking the loop blocked it just as long: it counts
+    toward the move, and the error still reaches the caller."""
+    calls = 0
+
+    def predict(inputs: NamedArrays) -> NamedArrays:
+        nonlocal calls
+        calls += 1
+        if calls <= SLOW_BATCHES:
+            raise ValueError("bad batch")
+        return {"y": inputs["x"]}
+
+    executor = InlineExecutor(
+        FakeModel(predict), move_when_slow=True, name="m", clock=Clock([SLOW] * SLOW_BATCHES)
+    )
+
+    async def batches() -> None:
+        for _ in range(SLOW_BATCHES):
+            with pytest.raises(ValueError, match="bad batch"):
+                await executor.run(BATCH)
+        assert executor.moved is not None
+        out = await executor.run(BATCH)  # on the thread now
+        np.testing.assert_array_equal(out["y"], BATCH["x"])
+        await executor.close()
+
+    asyncio.run(batches())
+
+
 def test_inline_asked_for_never_moves() -> None:
     model, seen = _threads_seen()
     executor = InlineExecutor(model, name="m", clock=Clock([SLOW] * 10))
