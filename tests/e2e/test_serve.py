@@ -312,23 +312,30 @@ def test_workers_on_a_taken_port_fail_clearly(tmp_path: Path) -> None:
     assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
 
 
-@pytest.mark.parametrize("workers", [1, 2])
+@pytest.mark.parametrize(
+    ("host", "workers"), [("127.0.0.1", 1), ("127.0.0.1", 2), ("::1", 1)], ids=str
+)
 def test_port_0_start_up_line_says_which_port_the_system_chose(
-    tmp_path: Path, workers: int
+    tmp_path: Path, host: str, workers: int
 ) -> None:
     """With --port 0 the start-up line must show the port the system chose, not ":0":
     one process binds it before announcing; several workers' supervisor binds it for
-    them (their uvicorn prints no 'running on' line of its own)."""
+    them (their uvicorn prints no 'running on' line of its own). An IPv6 host is
+    bracketed, so the line is a URL that can be pasted."""
     import re
     import time
 
     from tests.conftest import ServerProcess
 
     server = ServerProcess(  # the later --port wins over the fixture's
-        ["--port", "0", "--workers", str(workers), "--data-dir", str(tmp_path / "data")],
+        ["--host", host, "--port", "0", "--workers", str(workers),
+         "--data-dir", str(tmp_path / "data")],
         cwd=tmp_path,
+    )  # fmt: skip
+    url_host = f"[{host}]" if ":" in host else host
+    line = rf"serving .* on http://{re.escape(url_host)}:(\d+)" + (
+        " with 2" if workers == 2 else "  "
     )
-    line = r"serving .* on http://127\.0\.0\.1:(\d+)" + (" with 2" if workers == 2 else "  ")
     try:
         deadline = time.monotonic() + 60
         found = None
@@ -341,12 +348,12 @@ def test_port_0_start_up_line_says_which_port_the_system_chose(
         assert port != 0
         while time.monotonic() < deadline:
             try:
-                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
+                if httpx.get(f"http://{url_host}:{port}/readyz", timeout=1).status_code == 200:
                     break
             except httpx.TransportError:
                 time.sleep(0.1)
         r = httpx.post(
-            f"http://127.0.0.1:{port}/v1/models/iris/predict", json={"instances": [RECORD]}
+            f"http://{url_host}:{port}/v1/models/iris/predict", json={"instances": [RECORD]}
         )
         assert r.status_code == 200
         server.proc.send_signal(signal.SIGINT)  # Ctrl-C: a clean shutdown, status 0

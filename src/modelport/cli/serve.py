@@ -115,7 +115,8 @@ def serve(
         logging.getLogger("modelport").info("one HTTP process: %s", plan.reason)
 
     def announce(port: int) -> None:
-        base = f"{scheme}://{server.host}:{port}"
+        host = f"[{server.host}]" if ":" in server.host else server.host  # IPv6 in a URL
+        base = f"{scheme}://{host}:{port}"
         echo_status(f"serving {names} on {base}{workers}  (docs: {base}/docs)")
 
     sharing = plan.count > 1 and reuse_port_supported()
