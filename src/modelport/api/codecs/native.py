@@ -106,12 +106,10 @@ def read_rows(body: bytes, signature: Signature) -> NamedArrays | None:
     favour: a number exactly halfway between two doubles spelled with hundreds of digits,
     which orjson 3.x rounds the wrong way and simdjson (like Python's ``float``) right."""
     spec = signature.single_input
-    if (
-        spec is None
-        or len(body) < _FAST_MIN_BYTES
-        or spec.np_dtype not in _FAST_DTYPES
-        or _ROWS_START.match(body) is None
-    ):
+    if spec is None or len(body) < _FAST_MIN_BYTES or spec.np_dtype not in _FAST_DTYPES:
+        return None
+    start = _ROWS_START.match(body)
+    if start is None:
         return None
     try:
         doc = _Parsers.parse(body)
@@ -124,8 +122,9 @@ def read_rows(body: bytes, signature: Signature) -> NamedArrays | None:
             rows: Any = doc["inputs"]
             n = len(rows)
             # n rows in the outer list and no other "[": nothing nested deeper, which
-            # as_buffer would flatten without a word
-            if body.count(b"[") != n + 1:
+            # as_buffer would flatten without a word. The usual body has one row, and a
+            # find (a memchr) is 15 times faster than a count on 5 KB (measured).
+            if body.find(b"[", start.end()) != -1 if n == 1 else body.count(b"[") != n + 1:
                 return None
             width = len(rows[0])  # a list: the prefix match saw "[["
             if width == 0:
@@ -139,7 +138,9 @@ def read_rows(body: bytes, signature: Signature) -> NamedArrays | None:
             row = rows = doc = None  # no proxy may outlive this call: the parser is reused
     except (ValueError, TypeError, RuntimeError, MemoryError):
         return None
-    # NaN fails both comparisons
+    # NaN fails both comparisons. (One dot product, the sum of the squares below 2**106,
+    # would be a sound single check at a third of the cost, but it warns when the sum
+    # overflows, as a hostile body's 1e200 makes it do.)
     if not (flat.size == n * width and _lowest(flat) > -_EXACT and _highest(flat) < _EXACT):
         return None
     return {spec.name: flat.reshape(n, width).astype(spec.np_dtype, copy=False)}
