@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -295,7 +296,6 @@ def test_a_dead_worker_is_replaced_and_stop_is_clean(start_server: Any, tmp_path
 
 
 def test_workers_on_a_taken_port_fail_clearly(tmp_path: Path) -> None:
-    import socket
     import subprocess
     import sys
 
@@ -312,8 +312,27 @@ def test_workers_on_a_taken_port_fail_clearly(tmp_path: Path) -> None:
     assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
 
 
+def _ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
 @pytest.mark.parametrize(
-    ("host", "workers"), [("127.0.0.1", 1), ("127.0.0.1", 2), ("::1", 1)], ids=str
+    ("host", "workers"),
+    [
+        ("127.0.0.1", 1),
+        ("127.0.0.1", 2),
+        pytest.param(
+            "::1",
+            1,
+            marks=pytest.mark.skipif(not _ipv6_loopback(), reason="no IPv6 loopback here"),
+        ),
+    ],
+    ids=str,
 )
 def test_port_0_start_up_line_says_which_port_the_system_chose(
     tmp_path: Path, host: str, workers: int

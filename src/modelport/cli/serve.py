@@ -115,8 +115,7 @@ def serve(
         logging.getLogger("modelport").info("one HTTP process: %s", plan.reason)
 
     def announce(port: int) -> None:
-        host = f"[{server.host}]" if ":" in server.host else server.host  # IPv6 in a URL
-        base = f"{scheme}://{host}:{port}"
+        base = f"{scheme}://{_address(server.host, port)}"
         echo_status(f"serving {names} on {base}{workers}  (docs: {base}/docs)")
 
     sharing = plan.count > 1 and reuse_port_supported()
@@ -163,12 +162,17 @@ def serve(
             )
         except OSError as exc:
             raise click.ClickException(
-                f"cannot listen on {server.host}:{server.port}: {exc}"
+                f"cannot listen on {_address(server.host, server.port)}: {exc}"
             ) from exc
         if status:
             raise SystemExit(status)
     else:  # no SO_REUSEPORT here: uvicorn's workers, accepting from one shared socket
         uvicorn.run(target, factory=True, workers=plan.count, **options)
+
+
+def _address(host: str, port: int) -> str:
+    """host:port as a URL spells it: an IPv6 address in brackets ([::1]:8000)."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def _bind(host: str) -> socket.socket:
@@ -182,7 +186,7 @@ def _bind(host: str) -> socket.socket:
         sock.bind((host, 0))
     except OSError as exc:
         sock.close()
-        raise click.ClickException(f"cannot listen on {host}:0: {exc}") from exc
+        raise click.ClickException(f"cannot listen on {_address(host, 0)}: {exc}") from exc
     sock.set_inheritable(True)
     return sock
 
