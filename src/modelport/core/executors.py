@@ -145,7 +145,7 @@ class InlineExecutor(LendingExecutor):
         start = self._clock()
         try:
             return self._run(batch)
-        finally:  # a batch that raised blocked the loop just as long
+        finally:  # a batch counts by how long it held the loop, whether it raised or not
             if self._clock() - start <= SLOW_BATCH_S:
                 self._slow_in_a_row = 0
             else:

@@ -87,10 +87,12 @@ def test_slow_batches_that_raise_count_too() -> None:
     """A batch that raises after blocking the loop blocked it just as long: it counts
     toward the move, and the error still reaches the caller."""
     calls = 0
+    seen: list[str] = []
 
     def predict(inputs: NamedArrays) -> NamedArrays:
         nonlocal calls
         calls += 1
+        seen.append(threading.current_thread().name)
         if calls <= SLOW_BATCHES:
             raise ValueError("bad batch")
         return {"y": inputs["x"]}
@@ -109,6 +111,9 @@ def test_slow_batches_that_raise_count_too() -> None:
         await executor.close()
 
     asyncio.run(batches())
+    main = threading.current_thread().name
+    assert seen[:SLOW_BATCHES] == [main] * SLOW_BATCHES
+    assert seen[SLOW_BATCHES].startswith("mp-m")
 
 
 def test_inline_asked_for_never_moves() -> None:
