@@ -202,8 +202,12 @@ def worker_app() -> Any:
     from modelport.settings import settings_for_worker
 
     settings = settings_for_worker()
-    configure(settings.server.log_level, settings.server.json_logs)
     slot = _workers.slot
+    configure(
+        settings.server.log_level,
+        settings.server.json_logs,
+        worker=slot.index if slot is not None else None,
+    )
     busy = BusyBoard.open(slot.stats_dir, slot.index) if slot is not None else None
     services = build(settings, board=busy)
     services.load_in_background = False
