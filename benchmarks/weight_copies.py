@@ -14,12 +14,16 @@ from __future__ import annotations
 
 import argparse
 import time
+from typing import TYPE_CHECKING
 
 import models
 import numpy as np
 
+if TYPE_CHECKING:
+    from onnxruntime import InferenceSession
 
-def _session(path: str) -> object:
+
+def _session(path: str) -> InferenceSession:
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -28,14 +32,14 @@ def _session(path: str) -> object:
     return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
 
 
-def rows_per_s(sessions: list[object], batch: np.ndarray, seconds: float) -> float:
-    name = sessions[0].get_inputs()[0].name  # type: ignore[attr-defined]
+def rows_per_s(sessions: list[InferenceSession], batch: np.ndarray, seconds: float) -> float:
+    name = sessions[0].get_inputs()[0].name
     feeds = {name: batch}
     for session in sessions:
-        session.run(None, feeds)  # type: ignore[attr-defined]
+        session.run(None, feeds)
     calls, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds:
-        sessions[calls % len(sessions)].run(None, feeds)  # type: ignore[attr-defined]
+        sessions[calls % len(sessions)].run(None, feeds)
         calls += 1
     return calls * len(batch) / (time.perf_counter() - start)
 

@@ -376,8 +376,11 @@ def test_port_0_start_up_line_says_which_port_the_system_chose(
         )
         assert r.status_code == 200
         if workers == 2:  # each worker loads the models; its lines say which one it is
-            for index in (0, 1):
-                assert f"[w{index}] modelport.registry: loaded iris v1" in server.output()
+            # (/readyz came from one of them: the other may still be loading)
+            lines = [f"[w{index}] modelport.registry: loaded iris v1" for index in (0, 1)]
+            while not all(line in server.output() for line in lines):
+                assert time.monotonic() < deadline, server.output()
+                time.sleep(0.05)
         server.proc.send_signal(signal.SIGINT)  # Ctrl-C: a clean shutdown, status 0
         assert server.proc.wait(timeout=30) == 0, server.output()
         assert "Application shutdown complete" in server.output()
