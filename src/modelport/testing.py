@@ -83,6 +83,8 @@ class FakeTransport(asyncio.Transport):
         self.writes: list[bytes] = []
         self.on_write = on_write or self.writes.append
         self.closed = False
+        self.eof_written = False  # write_eof(): our side is half-closed
+        self.half_close = True  # what can_write_eof() says (TLS transports say False)
         self._extra = {"sockname": ("127.0.0.1", 8000), "peername": ("127.0.0.1", peer_port)}
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
@@ -96,6 +98,12 @@ class FakeTransport(asyncio.Transport):
 
     def close(self) -> None:
         self.closed = True
+
+    def can_write_eof(self) -> bool:
+        return self.half_close
+
+    def write_eof(self) -> None:
+        self.eof_written = True
 
     def pause_reading(self) -> None:
         pass

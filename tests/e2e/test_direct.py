@@ -140,6 +140,31 @@ def test_bodies_over_the_limit_get_413_and_the_server_lives(real_server: Any) ->
     assert httpx.post(f"{real_server.url}{IRIS}", json={"inputs": [ROW]}).status_code == 200
 
 
+def test_an_upload_answered_early_is_drained_not_reset(real_server: Any) -> None:
+    """The server answers 413 from the declared length, long before the upload ends.
+    It closes in stages (RFC 9112, section 9.6): the client reads the 413 and the end
+    of the stream, and may go on sending; what it sends is dropped, not answered with a
+    reset that could erase the 413 from the client's buffers before it reads it."""
+    part = b"[1, 2, 3, 4], " * 6000  # ~84 KB; the body limit here is 64 KiB
+    head = (
+        b"POST /v1/models/iris/predict HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+        b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % (10 * len(part))
+    )
+    port = int(real_server.url.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(head + part)
+        chunks = []
+        while chunk := sock.recv(65536):  # up to the server's FIN
+            chunks.append(chunk)
+        answer = b"".join(chunks)
+        assert answer.startswith(b"HTTP/1.1 413 "), answer[:200]
+        assert b'"payload_too_large"' in answer
+        for _ in range(8):  # the rest of the upload: a closed socket would reset it
+            sock.sendall(part)
+            time.sleep(0.02)
+    assert httpx.post(f"{real_server.url}{IRIS}", json={"inputs": [ROW]}).status_code == 200
+
+
 def test_browser_requests_go_through_cors(start_server: Any, tmp_path: Path) -> None:
     server = start_server(
         "--data-dir", str(tmp_path / "d"), "--workers", "1", "--cors-origins", "https://app.example"

@@ -10,9 +10,11 @@ import asyncio
 import gc
 from typing import Any
 
+import pytest
 import uvicorn
 from uvicorn.server import ServerState
 
+from modelport.api import protocol as protocol_module
 from modelport.api.protocol import HttpProtocol
 from modelport.testing import FakeTransport
 
@@ -132,6 +134,52 @@ def test_a_cr_or_lf_in_an_answer_header_gets_a_500_not_a_split_response(tmp_path
         assert transport.writes[0].startswith(b"HTTP/1.1 500 ")
         assert b"evil" not in transport.writes[0]
         assert transport.closed
+        protocol.connection_lost(None)
+
+    asyncio.run(main())
+
+
+async def refuse_unread(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """Answers 413 without reading the body, as the body-limit check does."""
+    headers = [(b"content-type", b"application/json"), (b"content-length", b"2")]
+    await send({"type": "http.response.start", "status": 413, "headers": headers})
+    await send({"type": "http.response.body", "body": b"{}"})
+
+
+UPLOAD = (
+    b"POST /p HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 100000\r\n\r\n"
+    + b"x" * 1000
+)
+
+
+@pytest.mark.parametrize("half_close", [True, False], ids=["tcp", "tls"])
+def test_an_answer_before_the_upload_ends_closes_in_stages(
+    monkeypatch: pytest.MonkeyPatch, half_close: bool
+) -> None:
+    """Answered before its body is in, a ``Connection: close`` request is not closed at
+    once (the client's unread bytes would draw a reset): FIN first, the rest of the upload
+    dropped, the connection closed after LINGER_S at the latest. A transport that cannot
+    half-close (TLS) is closed at once, as before."""
+    monkeypatch.setattr(protocol_module, "LINGER_S", 0.05)
+
+    async def main() -> None:
+        config = uvicorn.Config(refuse_unread, log_config=None, lifespan="off")
+        protocol = HttpProtocol(config, ServerState(), {})
+        transport = FakeTransport()
+        transport.half_close = half_close
+        protocol.connection_made(transport)
+        protocol.data_received(UPLOAD)
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert len(transport.writes) == 1 and transport.writes[0].startswith(b"HTTP/1.1 413 ")
+        assert transport.eof_written is half_close
+        assert transport.closed is not half_close
+        if half_close:
+            protocol.data_received(b"x" * 50_000)  # dropped: no parser error, no answer
+            protocol.data_received(b"GET / HTTP/1.1\r\n\r\n")
+            assert len(transport.writes) == 1 and not transport.closed
+            await asyncio.sleep(0.1)
+            assert transport.closed  # LINGER_S passed
         protocol.connection_lost(None)
 
     asyncio.run(main())

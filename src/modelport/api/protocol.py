@@ -16,7 +16,8 @@ small request's CPU went (docs/benchmarks.md), doing less per request:
 It also bounds what uvicorn's httptools protocol leaves open: the request line and headers
 together may be at most ``MAX_HEAD_BYTES`` in ``MAX_HEADERS`` fields (431 otherwise), and
 a connection that does not finish sending a request's headers within the keep-alive
-timeout is closed (slow-header clients hold no slot forever).
+timeout is closed (slow-header clients hold no slot forever). A connection that closes
+after an answer sent before its request's body ended (a 413) closes in stages (``_linger``).
 
 Scope of HTTP: HTTP/1.0 and 1.1 with keep-alive, pipelining, ``Expect: 100-continue``,
 chunked request and response bodies, HEAD. No WebSocket: an upgrade request is answered
@@ -52,6 +53,18 @@ ON_DISCONNECT = "modelport.on_disconnect"
 _DISCONNECT = {"type": "http.disconnect"}
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _NO_BODY = frozenset((204, 304))
+LINGER_S = 5.0  # the longest we read and drop an upload we answered without reading (_linger)
+
+
+class _Discard:
+    """The parser of a lingering connection: what the client still sends is dropped."""
+
+    @staticmethod
+    def feed_data(data: bytes) -> None:
+        pass
+
+
+_DISCARD = _Discard()
 
 
 def _status_line(code: int) -> bytes:
@@ -190,6 +203,19 @@ class HttpProtocol(asyncio.Protocol):
         else:
             cycle.keep_alive = False
             self.pipeline.clear()
+
+    def _linger(self) -> None:
+        """Close in stages (RFC 9112, section 9.6): closing with the client's upload still
+        arriving would make our kernel answer it with a reset, which can erase the
+        answer from the client's buffers before it reads it (a 413, say). So send FIN
+        (the client reads the answer, then end of stream), drop whatever else it sends,
+        and close when it does, or after ``LINGER_S``."""
+        self.parser = _DISCARD  # type: ignore[assignment]
+        if self.timer is not None:
+            self.timer.cancel()
+        self.transport.write_eof()
+        self.flow.resume_reading()
+        self.timer = self.loop.call_later(LINGER_S, self.transport.close)
 
     # -- keep-alive and slow clients ---------------------------------------------------
 
@@ -343,7 +369,10 @@ class HttpProtocol(asyncio.Protocol):
     def response_complete(self, cycle: Cycle) -> None:
         self.server_state.total_requests += 1
         if not cycle.keep_alive:
-            self.transport.close()
+            if cycle.more_body and self.transport.can_write_eof():
+                self._linger()  # the client is still sending a body nobody will read
+            else:
+                self.transport.close()
             return
         if self.transport.is_closing():
             return
