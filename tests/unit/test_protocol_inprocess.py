@@ -152,34 +152,81 @@ UPLOAD = (
 )
 
 
-@pytest.mark.parametrize("half_close", [True, False], ids=["tcp", "tls"])
-def test_an_answer_before_the_upload_ends_closes_in_stages(
-    monkeypatch: pytest.MonkeyPatch, half_close: bool
-) -> None:
+def _upload(half_close: bool = True) -> tuple[HttpProtocol, FakeTransport]:
+    config = uvicorn.Config(refuse_unread, log_config=None, lifespan="off")
+    protocol = HttpProtocol(config, ServerState(), {})
+    transport = FakeTransport()
+    transport.half_close = half_close
+    protocol.connection_made(transport)
+    protocol.data_received(UPLOAD)
+    return protocol, transport
+
+
+async def _answered(transport: FakeTransport) -> None:
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert len(transport.writes) == 1 and transport.writes[0].startswith(b"HTTP/1.1 413 ")
+
+
+@pytest.fixture
+def short_linger(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(protocol_module, "LINGER_IDLE_S", 0.05)
+    monkeypatch.setattr(protocol_module, "LINGER_MAX_S", 0.3)
+
+
+@pytest.mark.usefixtures("short_linger")
+def test_an_answer_before_the_upload_ends_closes_in_stages() -> None:
     """Answered before its body is in, a ``Connection: close`` request is not closed at
-    once (the client's unread bytes would draw a reset): FIN first, the rest of the upload
-    dropped, the connection closed after LINGER_S at the latest. A transport that cannot
-    half-close (TLS) is closed at once, as before."""
-    monkeypatch.setattr(protocol_module, "LINGER_S", 0.05)
+    once (the client's unread bytes would draw a reset): FIN first, then what the client
+    still sends is dropped until it has sent nothing for LINGER_IDLE_S."""
 
     async def main() -> None:
-        config = uvicorn.Config(refuse_unread, log_config=None, lifespan="off")
-        protocol = HttpProtocol(config, ServerState(), {})
-        transport = FakeTransport()
-        transport.half_close = half_close
-        protocol.connection_made(transport)
-        protocol.data_received(UPLOAD)
-        for _ in range(5):
-            await asyncio.sleep(0)
-        assert len(transport.writes) == 1 and transport.writes[0].startswith(b"HTTP/1.1 413 ")
-        assert transport.eof_written is half_close
-        assert transport.closed is not half_close
-        if half_close:
-            protocol.data_received(b"x" * 50_000)  # dropped: no parser error, no answer
-            protocol.data_received(b"GET / HTTP/1.1\r\n\r\n")
-            assert len(transport.writes) == 1 and not transport.closed
-            await asyncio.sleep(0.1)
-            assert transport.closed  # LINGER_S passed
+        protocol, transport = _upload()
+        await _answered(transport)
+        assert transport.eof_written and not transport.closed
+        for _ in range(3):  # the upload goes on: dropped, no parser error, no answer
+            protocol.data_received(b"x" * 50_000)
+            await asyncio.sleep(0.03)
+        protocol.data_received(b"GET / HTTP/1.1\r\n\r\n")
+        assert len(transport.writes) == 1 and not transport.closed
+        await asyncio.sleep(0.1)
+        assert transport.closed  # quiet for LINGER_IDLE_S
+        protocol.connection_lost(None)
+
+    asyncio.run(main())
+
+
+@pytest.mark.usefixtures("short_linger")
+def test_a_client_that_never_stops_sending_is_closed_after_linger_max() -> None:
+    async def main() -> None:
+        protocol, transport = _upload()
+        await _answered(transport)
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        while not transport.closed:
+            assert loop.time() - start < 1.0, "still open long after LINGER_MAX_S"
+            protocol.data_received(b"x" * 1000)
+            await asyncio.sleep(0.01)
+        assert loop.time() - start >= 0.25
+        protocol.connection_lost(None)
+
+    asyncio.run(main())
+
+
+def test_no_lingering_over_tls_or_while_the_server_stops() -> None:
+    """A transport that cannot half-close (TLS) is closed at once, as before; so is a
+    connection whose upload is cut short by a graceful shutdown."""
+
+    async def main() -> None:
+        protocol, transport = _upload(half_close=False)
+        await _answered(transport)
+        assert transport.closed and not transport.eof_written
+        protocol.connection_lost(None)
+
+        protocol, transport = _upload()
+        protocol.shutdown()  # before the app answers, with the upload still arriving
+        await _answered(transport)
+        assert transport.closed and not transport.eof_written
         protocol.connection_lost(None)
 
     asyncio.run(main())

@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import http
 import logging
+import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -53,18 +54,24 @@ ON_DISCONNECT = "modelport.on_disconnect"
 _DISCONNECT = {"type": "http.disconnect"}
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _NO_BODY = frozenset((204, 304))
-LINGER_S = 5.0  # the longest we read and drop an upload we answered without reading (_linger)
+# An upload answered before it ended is read and dropped (``_linger``) while the client
+# keeps sending: up to LINGER_IDLE_S between reads and LINGER_MAX_S in all (nginx's
+# lingering_timeout and lingering_time have the same defaults).
+LINGER_IDLE_S = 5.0
+LINGER_MAX_S = 30.0
 
 
 class _Discard:
-    """The parser of a lingering connection: what the client still sends is dropped."""
+    """The parser of a lingering connection: drops what the client still sends, noting
+    when it last sent something."""
 
-    @staticmethod
-    def feed_data(data: bytes) -> None:
-        pass
+    __slots__ = ("last",)
 
+    def __init__(self, now: float) -> None:
+        self.last = now
 
-_DISCARD = _Discard()
+    def feed_data(self, data: bytes) -> None:
+        self.last = time.monotonic()
 
 
 def _status_line(code: int) -> bytes:
@@ -132,6 +139,7 @@ class HttpProtocol(asyncio.Protocol):
         self.expect_continue = False
         self.declared: bytes | None = None  # the first Content-Length
         self.origin = False  # an Origin header came (a browser: CORS applies)
+        self.stopping = False  # the server is shutting down (``shutdown``)
 
     # -- connection --------------------------------------------------------------------
 
@@ -182,6 +190,8 @@ class HttpProtocol(asyncio.Protocol):
                 self._reject(400, "Invalid HTTP request received.")
 
     def _reject(self, status: int, message: str) -> None:
+        if isinstance(self.parser, _Discard):  # lingering: our side is closed for writing
+            return
         if not self.transport.is_closing():
             self.transport.write(_plain(status, message))
             self.transport.close()
@@ -197,6 +207,7 @@ class HttpProtocol(asyncio.Protocol):
 
     def shutdown(self) -> None:
         """Graceful shutdown (called by uvicorn): finish the current response, then close."""
+        self.stopping = True  # no lingering after the response either (``_linger``)
         cycle = self.active
         if cycle is None or cycle.complete:
             self.transport.close()
@@ -209,13 +220,26 @@ class HttpProtocol(asyncio.Protocol):
         arriving would make our kernel answer it with a reset, which can erase the
         answer from the client's buffers before it reads it (a 413, say). So send FIN
         (the client reads the answer, then end of stream), drop whatever else it sends,
-        and close when it does, or after ``LINGER_S``."""
-        self.parser = _DISCARD  # type: ignore[assignment]
+        and close when it does, once it has sent nothing for ``LINGER_IDLE_S``, or after
+        ``LINGER_MAX_S``."""
+        started = time.monotonic()
+        discard = _Discard(started)
+        self.parser = discard  # type: ignore[assignment]
         if self.timer is not None:
             self.timer.cancel()
         self.transport.write_eof()
         self.flow.resume_reading()
-        self.timer = self.loop.call_later(LINGER_S, self.transport.close)
+
+        def check() -> None:
+            now = time.monotonic()
+            wait = min(discard.last + LINGER_IDLE_S, started + LINGER_MAX_S) - now
+            if wait <= 0:
+                self.timer = None
+                self.transport.close()
+            else:
+                self.timer = self.loop.call_later(wait, check)
+
+        self.timer = self.loop.call_later(LINGER_IDLE_S, check)
 
     # -- keep-alive and slow clients ---------------------------------------------------
 
@@ -369,7 +393,7 @@ class HttpProtocol(asyncio.Protocol):
     def response_complete(self, cycle: Cycle) -> None:
         self.server_state.total_requests += 1
         if not cycle.keep_alive:
-            if cycle.more_body and self.transport.can_write_eof():
+            if cycle.more_body and not self.stopping and self.transport.can_write_eof():
                 self._linger()  # the client is still sending a body nobody will read
             else:
                 self.transport.close()
