@@ -220,6 +220,22 @@ def test_oversized_request_head_gets_431(server: str, headers: bytes) -> None:
     _healthy(server)
 
 
+def test_a_header_that_never_ends_gets_431_and_the_rest_is_dropped(server: str) -> None:
+    """httptools holds a header line until it ends, so the head's size is also checked
+    as bytes arrive: a header that never ends gets its 431 at about the limit instead of
+    growing in memory until the keep-alive timeout. The connection then closes in stages
+    (as after an early 413): what the client still sends is dropped, not reset, and the
+    client reads the 431."""
+    with _connect(server) as sock:
+        sock.sendall(b"GET /echo HTTP/1.1\r\nHost: x\r\nX-Big: ")
+        for _ in range(10):  # 500 KB of one header value, past the 64 KiB limit
+            sock.sendall(b"a" * 50_000)
+            time.sleep(0.02)
+        data = _read_all(sock)
+    assert data.startswith(b"HTTP/1.1 431 "), data[:200]
+    _healthy(server)
+
+
 def test_oversized_url_gets_431(server: str) -> None:
     with _connect(server) as sock:
         sock.sendall(b"GET /" + b"a" * 70_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n")

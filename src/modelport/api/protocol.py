@@ -14,7 +14,8 @@ small request's CPU went (docs/benchmarks.md), doing less per request:
 - the keep-alive timer is one per connection, re-armed lazily, not one per request.
 
 It also bounds what uvicorn's httptools protocol leaves open: the request line and headers
-together may be at most ``MAX_HEAD_BYTES`` in ``MAX_HEADERS`` fields (431 otherwise), and
+together may be at most ``MAX_HEAD_BYTES`` in ``MAX_HEADERS`` fields (431 otherwise; also
+checked while a header line is still arriving, which httptools buffers whole), and
 a connection that does not finish sending a request's headers within the keep-alive
 timeout is closed (slow-header clients hold no slot forever). A connection that closes
 after an answer sent before its request's body ended (a 413) closes in stages (``_linger``).
@@ -139,6 +140,8 @@ class HttpProtocol(asyncio.Protocol):
         self.expect_continue = False
         self.declared: bytes | None = None  # the first Content-Length
         self.origin = False  # an Origin header came (a browser: CORS applies)
+        self.in_head = False  # between the first byte of a request and its headers' end
+        self.head_fed = 0  # bytes of data_received calls that were all request head
         self.stopping = False  # the server is shutting down (``shutdown``)
 
     # -- connection --------------------------------------------------------------------
@@ -173,6 +176,7 @@ class HttpProtocol(asyncio.Protocol):
         self.parser = None  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
+        in_head = self.in_head
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -188,13 +192,24 @@ class HttpProtocol(asyncio.Protocol):
                 self._reject(431, "Request line and headers are too large.")
             else:
                 self._reject(400, "Invalid HTTP request received.")
+        else:
+            if in_head and self.in_head:
+                # all of ``data`` was request head, yet the head is not over: httptools
+                # holds a header line until it ends, so its size is checked here, not
+                # only once it ends (a header that never ends would grow without bound)
+                self.head_fed += len(data)
+                if self.head_fed > MAX_HEAD_BYTES:
+                    self._reject(431, "Request line and headers are too large.")
 
     def _reject(self, status: int, message: str) -> None:
         if isinstance(self.parser, _Discard):  # lingering: our side is closed for writing
             return
         if not self.transport.is_closing():
             self.transport.write(_plain(status, message))
-            self.transport.close()
+            if not self.stopping and self.transport.can_write_eof():
+                self._linger()  # the rest of the request may still be on its way
+            else:
+                self.transport.close()
 
     def eof_received(self) -> None:
         pass
@@ -225,6 +240,7 @@ class HttpProtocol(asyncio.Protocol):
         started = time.monotonic()
         discard = _Discard(started)
         self.parser = discard  # type: ignore[assignment]
+        self.in_head = False
         if self.timer is not None:
             self.timer.cancel()
         self.transport.write_eof()
@@ -262,6 +278,8 @@ class HttpProtocol(asyncio.Protocol):
     # -- httptools callbacks -----------------------------------------------------------
 
     def on_message_begin(self) -> None:
+        self.in_head = True
+        self.head_fed = 0
         self.url = b""
         self.headers = []
         self.head_bytes = 0
@@ -290,6 +308,7 @@ class HttpProtocol(asyncio.Protocol):
         self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
+        self.in_head = False
         self.idle_since = None
         parser = self.parser
         url = self.url
