@@ -91,6 +91,8 @@ class FakeTransport(asyncio.Transport):
         return self._extra.get(name, default)
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
+        if self.eof_written:  # as uvloop and asyncio refuse it
+            raise RuntimeError("Cannot call write() after write_eof()")
         self.on_write(bytes(data))
 
     def is_closing(self) -> bool:

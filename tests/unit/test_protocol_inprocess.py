@@ -232,6 +232,71 @@ def test_no_lingering_over_tls_or_while_the_server_stops() -> None:
     asyncio.run(main())
 
 
+async def read_all(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """Reads the whole body, answers its length."""
+    size, more = 0, True
+    while more:
+        message = await receive()
+        size += len(message.get("body", b""))
+        more = message.get("more_body", False)
+    body = str(size).encode()
+    headers = [(b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def test_a_chunk_with_one_requests_body_and_the_next_ones_head_is_not_counted_as_head() -> None:
+    """The head-size check counts only chunks that were all one request's head: a chunk
+    holding the end of one head, a 100 KB body and the start of the next request must not
+    get that next request a 431."""
+
+    async def main() -> None:
+        config = uvicorn.Config(read_all, log_config=None, lifespan="off")
+        protocol = HttpProtocol(config, ServerState(), {})
+        transport = FakeTransport()
+        protocol.connection_made(transport)
+        body = b"x" * 100_000
+        protocol.data_received(b"POST /a HTTP/1.1\r\nHost: x\r\n")
+        protocol.data_received(
+            b"Content-Length: %d\r\n\r\n%b" % (len(body), body) + b"GET /b HTTP/1.1\r\nHo"
+        )
+        protocol.data_received(b"st: x\r\n\r\n")
+        for _ in range(20):
+            await asyncio.sleep(0)
+        answers = b"".join(transport.writes)
+        assert answers.count(b"HTTP/1.1 200 OK") == 2, answers[:300]
+        assert b"431" not in answers
+        protocol.connection_lost(None)
+
+    asyncio.run(main())
+
+
+def test_a_malformed_request_behind_one_being_answered_closes_at_once() -> None:
+    """A 400 for a pipelined request while the one before it is still being answered
+    closes the connection as before: a half-closed one would refuse that answer's
+    writes."""
+
+    async def slow(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await receive()
+        await asyncio.sleep(0.02)
+        headers = [(b"content-length", b"2")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    async def main() -> None:
+        config = uvicorn.Config(slow, log_config=None, lifespan="off")
+        protocol = HttpProtocol(config, ServerState(), {})
+        transport = FakeTransport()
+        protocol.connection_made(transport)
+        protocol.data_received(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nNOT HTTP\r\n\r\n")
+        await asyncio.sleep(0.05)
+        assert transport.closed and not transport.eof_written
+        assert transport.writes[0].startswith(b"HTTP/1.1 400 ")
+        protocol.connection_lost(None)
+
+    asyncio.run(main())
+
+
 async def _direct_protocol(
     tmp_path: Any, state: ServerState, version: str = "1"
 ) -> tuple[Any, Any, FakeTransport]:

@@ -47,6 +47,9 @@ log = logging.getLogger("modelport.http")
 HIGH_WATER = 1 << 16  # buffered request body bytes before we stop reading the socket
 MAX_HEAD_BYTES = 1 << 16  # request line + headers
 MAX_HEADERS = 128
+# raw bytes: MAX_HEAD_BYTES counts the URL, names and values; add the framing (": ", CRLF
+# per header; method and version) so a head within the limits is never refused
+_HEAD_FED_LIMIT = MAX_HEAD_BYTES + 4 * MAX_HEADERS + 1024
 _ASGI = {"version": "3.0", "spec_version": "2.3"}
 # ASGI extension: ``scope["extensions"][ON_DISCONNECT](callback)`` asks to have ``callback()``
 # called as soon as the client goes away (``None`` withdraws it); no task has to sit in
@@ -176,7 +179,7 @@ class HttpProtocol(asyncio.Protocol):
         self.parser = None  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
-        in_head = self.in_head
+        in_head, headers = self.in_head, self.headers
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -193,12 +196,13 @@ class HttpProtocol(asyncio.Protocol):
             else:
                 self._reject(400, "Invalid HTTP request received.")
         else:
-            if in_head and self.in_head:
-                # all of ``data`` was request head, yet the head is not over: httptools
-                # holds a header line until it ends, so its size is checked here, not
-                # only once it ends (a header that never ends would grow without bound)
+            if in_head and self.in_head and self.headers is headers:
+                # all of ``data`` was the head of one request (no other began: a new one
+                # gets a new ``headers`` list), and it is not over: httptools holds a
+                # header line until it ends, so its size is checked here too, not only
+                # once it ends (a header that never ends would grow without bound)
                 self.head_fed += len(data)
-                if self.head_fed > MAX_HEAD_BYTES:
+                if self.head_fed > _HEAD_FED_LIMIT:
                     self._reject(431, "Request line and headers are too large.")
 
     def _reject(self, status: int, message: str) -> None:
@@ -206,7 +210,9 @@ class HttpProtocol(asyncio.Protocol):
             return
         if not self.transport.is_closing():
             self.transport.write(_plain(status, message))
-            if not self.stopping and self.transport.can_write_eof():
+            active = self.active
+            answering = active is not None and not active.complete  # it may still write
+            if not answering and not self.stopping and self.transport.can_write_eof():
                 self._linger()  # the rest of the request may still be on its way
             else:
                 self.transport.close()
