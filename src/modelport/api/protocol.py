@@ -211,11 +211,9 @@ class HttpProtocol(asyncio.Protocol):
         if not self.transport.is_closing():
             self.transport.write(_plain(status, message))
             active = self.active
-            answering = active is not None and not active.complete  # it may still write
-            if not answering and not self.stopping and self.transport.can_write_eof():
-                self._linger()  # the rest of the request may still be on its way
-            else:
-                self.transport.close()
+            # the rest of the request may still be on its way; but a response still being
+            # written needs the connection whole, so that case closes at once
+            self._hang_up(unread=active is None or active.complete)
 
     def eof_received(self) -> None:
         pass
@@ -235,6 +233,15 @@ class HttpProtocol(asyncio.Protocol):
         else:
             cycle.keep_alive = False
             self.pipeline.clear()
+
+    def _hang_up(self, unread: bool) -> None:
+        """Close the connection: in stages (``_linger``) when the client may still be
+        sending (``unread``) and the transport can half-close (TLS cannot), unless the
+        server is stopping; else at once."""
+        if unread and not self.stopping and self.transport.can_write_eof():
+            self._linger()
+        else:
+            self.transport.close()
 
     def _linger(self) -> None:
         """Close in stages (RFC 9112, section 9.6): closing with the client's upload still
@@ -418,10 +425,7 @@ class HttpProtocol(asyncio.Protocol):
     def response_complete(self, cycle: Cycle) -> None:
         self.server_state.total_requests += 1
         if not cycle.keep_alive:
-            if cycle.more_body and not self.stopping and self.transport.can_write_eof():
-                self._linger()  # the client is still sending a body nobody will read
-            else:
-                self.transport.close()
+            self._hang_up(unread=cycle.more_body)  # the body may still be on its way
             return
         if self.transport.is_closing():
             return
