@@ -144,3 +144,47 @@ def test_the_modes_of_one_block_run_back_to_back_and_alternate_which_goes_first(
     for mode in ("pinned", "unpinned"):
         runs = [c for c in calls if c[0] == "http" and c[1] == mode]
         assert len({runs[k][2] for k in (0, 3, 6)}) == 3, runs
+
+
+@pytest.fixture()
+def placement(results: ModuleType, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    """benchmarks/placement.py, importable with its sibling modules."""
+    monkeypatch.syspath_prepend(str(BENCH.parent))
+    path = BENCH.parent / "placement.py"
+    spec = importlib.util.spec_from_file_location("bench_placement", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "bench_placement", module)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize(
+    "argv", [["--configs", "pinned,sideways"], ["--configs", ""], ["--rounds", "0"]]
+)
+def test_placement_refuses_an_unknown_configuration_or_no_rounds(
+    placement: ModuleType, argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        placement.main(argv)
+    assert exit_info.value.code == 2
+    assert "--configs: choose from pinned, unpinned, unpinned-wrk-batch" in capsys.readouterr().err
+
+
+def test_placement_takes_the_configurations_in_turn_and_compares_medians_with_pinned(
+    placement: ModuleType, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(placement.models, "build", lambda keys: {k: object() for k in keys})
+    rates = iter([30_000, 42_000, 29_000, 45_000, 31_000, 36_000])
+    order: list[str] = []
+
+    def fake_measure(name: str, files: object, extra: list[str], seconds: float) -> object:
+        order.append(name)
+        return placement.Point(name, next(rates), 33.0, 6.0, 0.5, 0.4, 0)
+
+    monkeypatch.setattr(placement, "measure", fake_measure)
+    assert placement.main(["--configs", "pinned,unpinned", "--rounds", "3"]) == 0
+    assert order == ["pinned", "unpinned"] * 3
+    out = capsys.readouterr().out
+    assert "| pinned | 30,000 | 1.00 |" in out  # median of 30k, 29k, 31k
+    assert "| unpinned | 42,000 | 1.40 |" in out  # median of 42k, 45k, 36k
