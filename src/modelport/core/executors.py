@@ -90,11 +90,24 @@ class ThreadExecutor(LendingExecutor):
         predict = self.pick(batch)
         board.enter()
         try:
-            outputs = await loop.run_in_executor(self._pool, predict, batch)
-        finally:
+            work = loop.run_in_executor(self._pool, predict, batch)
+            # shielded: a caller cancelled (shutdown) stops waiting, the thread computes on
+            outputs = await asyncio.shield(work)
+        except asyncio.CancelledError:
+            work.add_done_callback(self._left_after_cancel)  # busy until the thread ends
+            raise
+        except BaseException:
             board.leave()
+            raise
+        board.leave()
         self.count(predict)
         return outputs
+
+    def _left_after_cancel(self, work: asyncio.Future[NamedArrays]) -> None:
+        assert self._board is not None
+        self._board.leave()
+        if not work.cancelled():
+            work.exception()  # retrieved: nobody is left to hear of it
 
     async def close(self) -> None:
         await asyncio.to_thread(self._pool.shutdown, wait=True)

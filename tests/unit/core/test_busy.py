@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -178,6 +179,44 @@ def test_a_failed_batch_does_not_leave_the_worker_marked_busy(
     assert executor.stats.lone_row_batches == 0  # counted only when it answered
     clock.ns += QUIET_NS + 1
     assert theirs.others_quiet()
+
+
+@pytest.mark.parametrize("fail", [False, True])
+def test_a_cancelled_caller_leaves_the_worker_busy_until_its_thread_ends(
+    boards: tuple[BusyBoard, BusyBoard], clock: FakeClock, fail: bool
+) -> None:
+    """Cancelling the wait (shutdown) does not stop the thread: the board must not call
+    this worker quiet, and lend its core, while the thread still computes."""
+    mine, theirs = boards
+    release = threading.Event()
+
+    class Slow(Model):
+        def predict(self, batch: NamedArrays) -> NamedArrays:
+            release.wait(5)
+            return self._record("predict", batch)
+
+    model = Slow(fail=fail)
+    executor = ThreadExecutor(model, 1, board=mine)
+
+    async def main() -> None:
+        task = asyncio.ensure_future(executor.run(_rows(2)))
+        await asyncio.sleep(0.05)  # the thread has the batch
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        clock.ns += 10 * QUIET_NS
+        assert not theirs.others_quiet()  # the thread is still computing
+        release.set()
+        for _ in range(200):  # the thread ends; the board hears of it on the loop
+            if theirs.others_quiet():
+                break
+            await asyncio.sleep(0.01)
+            clock.ns += QUIET_NS + 1
+        assert theirs.others_quiet()
+        await executor.close()
+
+    asyncio.run(main())
+    assert [kind for kind, _, _ in model.calls] == ["predict"]
 
 
 def test_only_a_runtime_model_offers_a_lone_predict(boards: tuple[BusyBoard, BusyBoard]) -> None:
