@@ -11,12 +11,19 @@ Configurations (server = ``modelport serve MODEL`` with default settings):
 - ``pinned``: the server on CPU 0, wrk on CPU 1 (as ``run.py``'s pinned mode);
 - ``unpinned``: nothing pinned (as ``run.py``'s unpinned mode);
 - ``unpinned-wrk-batch``: unpinned, wrk under ``chrt -b 0`` (SCHED_BATCH: a woken wrk
-  never preempts the task running on its core). Not a way to run the benchmark: a
-  diagnosis, to tell what wrk's wake-up preemptions cost the server.
+  does not preempt the task running on its core, which keeps it until its time slice
+  ends or it sleeps). Not a way to run the benchmark: a diagnosis, to tell what wrk's
+  wake-up preemptions cost.
+
+Each round takes the configurations in turn, each round starting one further along, and
+every point starts a fresh server. A point that fails (the server does not start or
+dies, a server process ends during the measurement, wrk fails) or sees errors is shown
+with its reason and left out of the medians, and the exit status is then 1.
 
 Columns: server µs/req is the CPU time (user + system) of the server's process tree per
 request; server preempted/req its involuntary context switches per request (summed over
-its threads); wrk µs/req and wrk sleeps/req are wrk's rusage (its kernel work on the
+its threads, of the threads alive at the end: a thread that exits during the window takes
+its count along); wrk µs/req and wrk sleeps/req are wrk's rusage (its kernel work on the
 loopback included) and its voluntary context switches, i.e. how often it waited for a
 response. Results: docs/benchmarks.md.
 """
@@ -34,8 +41,8 @@ from pathlib import Path
 import cpuload
 import models
 import pinning
-from loadgen import wrk
-from servers import RunningServer, free_port, spec_for
+from loadgen import LoadError, wrk
+from servers import RunningServer, ServerError, free_port, spec_for
 
 CONNECTIONS = 64
 
@@ -57,17 +64,20 @@ CONFIGS = {
 @dataclass
 class Point:
     config: str
-    rps: float
-    server_us: float
-    wrk_us: float
-    preempted: float
-    wrk_sleeps: float
-    errors: int
+    rps: float = 0.0
+    server_us: float = 0.0
+    wrk_us: float = 0.0
+    preempted: float = 0.0
+    wrk_sleeps: float = 0.0
+    errors: int = 0
+    repinned: int = 0
+    failed: str = ""  # why this point has no figures; it is left out of the medians
 
 
-def involuntary_switches(root: int) -> int:
+def involuntary_switches(pids: list[int]) -> int:
+    """Involuntary context switches of every thread of ``pids`` (alive ones)."""
     total = 0
-    for pid in pinning.descendants(root):
+    for pid in pids:
         for tid in pinning.threads(pid):
             try:
                 status = (pinning.PROC / str(pid) / "task" / str(tid) / "status").read_text()
@@ -79,36 +89,64 @@ def involuntary_switches(root: int) -> int:
     return total
 
 
+def _load(server: RunningServer, where: Where, seconds: float) -> Point:
+    root = server.proc.pid
+    server.wait_ready()
+    server.check_predict()
+    wrk(server.url, server.spec.body, CONNECTIONS, 2, where.load_prefix)  # warm-up
+    repinned = pinning.enforce(root, where.server_cpus) if where.server_cpus else 0
+    tree = sorted(pinning.descendants(root))
+    cpu_before, switches_before = cpuload.tree_cpu_s(root), involuntary_switches(tree)
+    usage_before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    result = wrk(server.url, server.spec.body, CONNECTIONS, seconds, where.load_prefix)
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu, switches = cpuload.tree_cpu_s(root), involuntary_switches(tree)
+    if sorted(pinning.descendants(root)) != tree:
+        # a process that ended took its CPU time and switches out of the sums
+        raise ServerError("a server process ended or restarted during the measurement")
+    server.check_predict()
+    n = max(result.requests, 1)
+    wrk_s = (usage.ru_utime + usage.ru_stime) - (usage_before.ru_utime + usage_before.ru_stime)
+    return Point(
+        "",
+        result.rps,
+        (cpu - cpu_before) / n * 1e6,
+        wrk_s / n * 1e6,
+        (switches - switches_before) / n,
+        (usage.ru_nvcsw - usage_before.ru_nvcsw) / n,
+        result.errors,
+        repinned,
+    )
+
+
 def measure(name: str, files: models.ModelFiles, extra: list[str], seconds: float) -> Point:
+    """One point: a fresh server under configuration ``name``, warmed up, then measured.
+    A point that fails says why instead of stopping the run."""
     where = CONFIGS[name]
     port = free_port()
     spec = spec_for("modelport", files, port, extra)
-    log = Path(tempfile.mkdtemp(prefix="placement-")) / "server.log"
-    server = RunningServer(spec, port, where.server_prefix, log)
-    try:
-        server.wait_ready()
-        server.check_predict()
-        wrk(server.url, spec.body, CONNECTIONS, 2, where.load_prefix)  # warm-up
-        if where.server_cpus is not None:
-            pinning.enforce(server.proc.pid, where.server_cpus)
-        cpu_before = cpuload.tree_cpu_s(server.proc.pid)
-        switches_before = involuntary_switches(server.proc.pid)
-        usage_before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        result = wrk(server.url, spec.body, CONNECTIONS, seconds, where.load_prefix)
-        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-        n = max(result.requests, 1)
-        wrk_s = (usage.ru_utime + usage.ru_stime) - (usage_before.ru_utime + usage_before.ru_stime)
-        return Point(
-            name,
-            result.rps,
-            (cpuload.tree_cpu_s(server.proc.pid) - cpu_before) / n * 1e6,
-            wrk_s / n * 1e6,
-            (involuntary_switches(server.proc.pid) - switches_before) / n,
-            (usage.ru_nvcsw - usage_before.ru_nvcsw) / n,
-            result.errors,
-        )
-    finally:
-        server.stop()
+    with tempfile.TemporaryDirectory(prefix="placement-") as logs:
+        server = None
+        try:
+            server = RunningServer(spec, port, where.server_prefix, Path(logs) / "server.log")
+            point = _load(server, where, seconds)
+        except (LoadError, ServerError, OSError) as exc:
+            why = f"{type(exc).__name__}: {exc}"
+            if server is not None and not isinstance(exc, ServerError):  # it has the log
+                why += f" (server log: {server.log_tail(3)})"
+            return Point(name, failed=why.replace("|", "/"))
+        finally:
+            if server is not None:
+                server.stop()
+    point.config = name
+    return point
+
+
+def order(names: list[str], round_: int) -> list[str]:
+    """The configurations of one round: each round starts one further along, so drift
+    does not always favour the same one."""
+    shift = (round_ - 1) % len(names)
+    return names[shift:] + names[:shift]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -122,34 +160,50 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--modelport-args", default="", help="extra `modelport serve` flags")
     args = parser.parse_args(argv)
     names = [c.strip() for c in args.configs.split(",") if c.strip()]
-    unknown = [c for c in names if c not in CONFIGS]
-    if unknown or not names or args.rounds < 1:
-        parser.error(f"--configs: choose from {', '.join(CONFIGS)}; --rounds >= 1")
+    if not names or any(c not in CONFIGS for c in names):
+        parser.error(f"--configs: choose from {', '.join(CONFIGS)}")
+    if args.rounds < 1 or args.seconds < 1:
+        parser.error("--rounds and --seconds must be at least 1")
     files = models.build([args.model])[args.model]
     extra = shlex.split(args.modelport_args)
     points: list[Point] = []
     print(f"{args.model}, {CONNECTIONS} connections, {args.seconds:g} s per point\n")
     print(
         "| round | config | req/s | server µs/req | server preempted/req | wrk µs/req "
-        "| wrk sleeps/req | errors |"
+        "| wrk sleeps/req | errors | note |"
     )
-    print("|---:|---|---:|---:|---:|---:|---:|---:|")
+    print("|---:|---|---:|---:|---:|---:|---:|---:|---|")
     for round_ in range(1, args.rounds + 1):
-        for name in names:
+        for name in order(names, round_):
             p = measure(name, files, extra, args.seconds)
             points.append(p)
+            if p.failed:
+                print(f"| {round_} | {name} | - | - | - | - | - | - | {p.failed} |", flush=True)
+                continue
+            note = f"{p.repinned} thread(s) re-pinned" if p.repinned else ""
             print(
                 f"| {round_} | {name} | {p.rps:,.0f} | {p.server_us:.1f} | "
-                f"{p.preempted:.3f} | {p.wrk_us:.1f} | {p.wrk_sleeps:.3f} | {p.errors} |",
+                f"{p.preempted:.3f} | {p.wrk_us:.1f} | {p.wrk_sleeps:.3f} | {p.errors} | "
+                f"{note} |",
                 flush=True,
             )
-    print("\n| config | median req/s | / pinned |")
-    print("|---|---:|---:|")
-    medians = {n: statistics.median(p.rps for p in points if p.config == n) for n in names}
-    for name, rps in medians.items():
-        ratio = f"{rps / medians['pinned']:.2f}" if "pinned" in medians else "-"
-        print(f"| {name} | {rps:,.0f} | {ratio} |")
-    return 0
+    # a point with errors or none measured says nothing about placement
+    good = [p for p in points if not p.failed and not p.errors]
+    medians = {
+        n: statistics.median(p.rps for p in good if p.config == n)
+        for n in names
+        if any(p.config == n for p in good)
+    }
+    print("\n| config | points | median req/s | / pinned |")
+    print("|---|---:|---:|---:|")
+    for name in names:
+        count = sum(p.config == name for p in good)
+        if name not in medians:
+            print(f"| {name} | 0 | - | - |")
+            continue
+        ratio = f"{medians[name] / medians['pinned']:.2f}" if "pinned" in medians else "-"
+        print(f"| {name} | {count} | {medians[name]:,.0f} | {ratio} |")
+    return 0 if len(good) == len(points) else 1
 
 
 if __name__ == "__main__":

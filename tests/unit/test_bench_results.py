@@ -160,31 +160,78 @@ def placement(results: ModuleType, monkeypatch: pytest.MonkeyPatch) -> ModuleTyp
 
 
 @pytest.mark.parametrize(
-    "argv", [["--configs", "pinned,sideways"], ["--configs", ""], ["--rounds", "0"]]
+    ("argv", "message"),
+    [
+        (["--configs", "pinned,sideways"], "--configs: choose from pinned, unpinned, unpinned-"),
+        (["--configs", ","], "--configs: choose from"),
+        (["--rounds", "0"], "--rounds and --seconds must be at least 1"),
+        (["--seconds", "0.5"], "--rounds and --seconds must be at least 1"),
+    ],
 )
-def test_placement_refuses_an_unknown_configuration_or_no_rounds(
-    placement: ModuleType, argv: list[str], capsys: pytest.CaptureFixture[str]
+def test_placement_refuses_an_unknown_configuration_or_nothing_to_measure(
+    placement: ModuleType, argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     with pytest.raises(SystemExit) as exit_info:
         placement.main(argv)
     assert exit_info.value.code == 2
-    assert "--configs: choose from pinned, unpinned, unpinned-wrk-batch" in capsys.readouterr().err
+    assert message in capsys.readouterr().err
 
 
-def test_placement_takes_the_configurations_in_turn_and_compares_medians_with_pinned(
-    placement: ModuleType, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
+def _fake_points(
+    placement: ModuleType, monkeypatch: pytest.MonkeyPatch, rates: list[object]
+) -> list[str]:
+    """Stub the server runs: each call returns the next rate (a str: a failed point)."""
     monkeypatch.setattr(placement.models, "build", lambda keys: {k: object() for k in keys})
-    rates = iter([30_000, 42_000, 29_000, 45_000, 31_000, 36_000])
+    supply = iter(rates)
     order: list[str] = []
 
     def fake_measure(name: str, files: object, extra: list[str], seconds: float) -> object:
         order.append(name)
-        return placement.Point(name, next(rates), 33.0, 6.0, 0.5, 0.4, 0)
+        rate = next(supply)
+        if isinstance(rate, str):
+            return placement.Point(name, failed=rate)
+        return placement.Point(name, rate, 33.0, 6.0, 0.5, 0.4, 0)
 
     monkeypatch.setattr(placement, "measure", fake_measure)
+    return order
+
+
+def test_placement_rotates_the_configurations_and_compares_medians_with_pinned(
+    placement: ModuleType, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # calls: (pinned, unpinned), (unpinned, pinned), (pinned, unpinned)
+    order = _fake_points(placement, monkeypatch, [30_000, 42_000, 45_000, 29_000, 31_000, 36_000])
     assert placement.main(["--configs", "pinned,unpinned", "--rounds", "3"]) == 0
-    assert order == ["pinned", "unpinned"] * 3
+    assert order == ["pinned", "unpinned", "unpinned", "pinned", "pinned", "unpinned"]
     out = capsys.readouterr().out
-    assert "| pinned | 30,000 | 1.00 |" in out  # median of 30k, 29k, 31k
-    assert "| unpinned | 42,000 | 1.40 |" in out  # median of 42k, 45k, 36k
+    assert "| 2 | unpinned | 45,000 | 33.0 | 0.500 | 6.0 | 0.400 | 0 |  |" in out
+    assert "| pinned | 3 | 30,000 | 1.00 |" in out  # median of 30k, 29k, 31k
+    assert "| unpinned | 3 | 42,000 | 1.40 |" in out  # median of 42k, 45k, 36k
+
+
+def test_a_failed_point_is_shown_and_left_out_of_the_medians(
+    placement: ModuleType, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _fake_points(placement, monkeypatch, [30_000, "ServerError: exited with 1", 40_000, 20_000])
+    assert placement.main(["--configs", "pinned,unpinned", "--rounds", "2"]) == 1
+    out = capsys.readouterr().out
+    assert "| 1 | unpinned | - | - | - | - | - | - | ServerError: exited with 1 |" in out
+    assert "| unpinned | 1 | 40,000 | 1.60 |" in out  # pinned: median of 30k and 20k
+
+
+def test_involuntary_switches_add_up_every_thread_of_the_processes(
+    placement: ModuleType, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Every thread counts, not only each process's main one (what /proc/PID/status
+    shows); a process or thread gone meanwhile adds nothing."""
+    for pid, tid, switches in [(10, 10, 5), (10, 11, 7), (20, 20, 100)]:
+        task = tmp_path / str(pid) / "task" / str(tid)
+        task.mkdir(parents=True)
+        (task / "status").write_text(
+            f"Name:\tpython\nvoluntary_ctxt_switches:\t999\n"
+            f"nonvoluntary_ctxt_switches:\t{switches}\n"
+        )
+    (tmp_path / "20" / "task" / "21").mkdir()  # a thread that ended: no status left
+    monkeypatch.setattr(placement.pinning, "PROC", tmp_path)
+    assert placement.involuntary_switches([10]) == 12
+    assert placement.involuntary_switches([10, 20, 30]) == 112
