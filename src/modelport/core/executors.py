@@ -19,6 +19,7 @@ has been quiet.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -90,11 +91,12 @@ class ThreadExecutor(LendingExecutor):
         predict = self.pick(batch)
         board.enter()
         try:
-            work = loop.run_in_executor(self._pool, predict, batch)
-            # shielded: a caller cancelled (shutdown) stops waiting, the thread computes on
-            outputs = await asyncio.shield(work)
+            work = self._pool.submit(predict, batch)
+            outputs = await asyncio.wrap_future(work, loop=loop)
         except asyncio.CancelledError:
-            work.add_done_callback(self._left_after_cancel)  # busy until the thread ends
+            # the caller stopped waiting (shutdown), the thread may not have: the worker
+            # stays busy on the board until it ends (a batch still queued ends at once)
+            work.add_done_callback(lambda _: _call_on(loop, board.leave))
             raise
         except BaseException:
             board.leave()
@@ -103,14 +105,15 @@ class ThreadExecutor(LendingExecutor):
         self.count(predict)
         return outputs
 
-    def _left_after_cancel(self, work: asyncio.Future[NamedArrays]) -> None:
-        assert self._board is not None
-        self._board.leave()
-        if not work.cancelled():
-            work.exception()  # retrieved: nobody is left to hear of it
-
     async def close(self) -> None:
         await asyncio.to_thread(self._pool.shutdown, wait=True)
+
+
+def _call_on(loop: asyncio.AbstractEventLoop, callback: Callable[[], object]) -> None:
+    """Run ``callback`` on ``loop``'s thread, from any thread; nothing if the loop is
+    closed (the process is shutting down)."""
+    with contextlib.suppress(RuntimeError):
+        loop.call_soon_threadsafe(callback)
 
 
 # ``auto``'s inline executor moves a model to a thread after this many batches in a row

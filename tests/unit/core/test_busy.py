@@ -4,6 +4,7 @@ and the onnxruntime lone-row session they pick."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import threading
 from pathlib import Path
@@ -183,7 +184,10 @@ def test_a_failed_batch_does_not_leave_the_worker_marked_busy(
 
 @pytest.mark.parametrize("fail", [False, True])
 def test_a_cancelled_caller_leaves_the_worker_busy_until_its_thread_ends(
-    boards: tuple[BusyBoard, BusyBoard], clock: FakeClock, fail: bool
+    boards: tuple[BusyBoard, BusyBoard],
+    clock: FakeClock,
+    fail: bool,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """Cancelling the wait (shutdown) does not stop the thread: the board must not call
     this worker quiet, and lend its core, while the thread still computes."""
@@ -215,8 +219,48 @@ def test_a_cancelled_caller_leaves_the_worker_busy_until_its_thread_ends(
         assert theirs.others_quiet()
         await executor.close()
 
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    finally:
+        release.set()
     assert [kind for kind, _, _ in model.calls] == ["predict"]
+    gc.collect()  # a failure nobody waited for must not be reported as unretrieved
+    assert not [r for r in caplog.records if r.name == "asyncio"]
+
+
+def test_a_cancelled_batch_still_queued_for_the_thread_never_runs(
+    boards: tuple[BusyBoard, BusyBoard], clock: FakeClock
+) -> None:
+    mine, theirs = boards
+    release = threading.Event()
+
+    class Slow(Model):
+        def predict(self, batch: NamedArrays) -> NamedArrays:
+            release.wait(5)
+            return self._record("predict", batch)
+
+    model = Slow()
+    executor = ThreadExecutor(model, 1, board=mine)
+
+    async def main() -> None:
+        first = asyncio.ensure_future(executor.run(_rows(1)))
+        queued = asyncio.ensure_future(executor.run(_rows(3)))
+        await asyncio.sleep(0.05)  # the one thread holds the first batch
+        queued.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await queued
+        release.set()
+        assert (await first)["y"].tolist() == [[0.0]]
+        await asyncio.sleep(0.01)  # the withdrawn batch's leave runs on the loop
+        clock.ns += QUIET_NS + 1
+        assert theirs.others_quiet()  # both batches left the board
+        await executor.close()
+
+    try:
+        asyncio.run(main())
+    finally:
+        release.set()
+    assert [rows for _, rows, _ in model.calls] == [1]
 
 
 def test_only_a_runtime_model_offers_a_lone_predict(boards: tuple[BusyBoard, BusyBoard]) -> None:
