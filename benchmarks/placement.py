@@ -42,22 +42,16 @@ import cpuload
 import models
 import pinning
 from loadgen import LoadError, wrk
+from run import Placement, placement
 from servers import RunningServer, ServerError, free_port, spec_for
 
 CONNECTIONS = 64
 
-
-@dataclass(frozen=True)
-class Where:
-    server_prefix: list[str]
-    load_prefix: list[str]
-    server_cpus: set[int] | None
-
-
+# run.py's two modes, and its unpinned one with wrk under SCHED_BATCH
 CONFIGS = {
-    "pinned": Where(["taskset", "-c", "0"], ["taskset", "-c", "1"], {0}),
-    "unpinned": Where([], [], None),
-    "unpinned-wrk-batch": Where([], ["chrt", "-b", "0"], None),
+    "pinned": placement("pinned"),
+    "unpinned": placement("unpinned"),
+    "unpinned-wrk-batch": Placement([], ["chrt", "-b", "0"], None),
 }
 
 
@@ -89,7 +83,7 @@ def involuntary_switches(pids: list[int]) -> int:
     return total
 
 
-def _load(server: RunningServer, where: Where, seconds: float) -> Point:
+def _load(server: RunningServer, where: Placement, seconds: float) -> Point:
     root = server.proc.pid
     server.wait_ready()
     server.check_predict()

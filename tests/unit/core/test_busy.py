@@ -129,6 +129,18 @@ class LoneModel(Model):
         return self._record("lone", batch)
 
 
+class Slow(Model):
+    """Computes until ``release`` is set (at most 5 s)."""
+
+    def __init__(self, release: threading.Event, fail: bool = False) -> None:
+        super().__init__(fail=fail)
+        self._release = release
+
+    def predict(self, batch: NamedArrays) -> NamedArrays:
+        self._release.wait(5)
+        return self._record("predict", batch)
+
+
 def _rows(n: int) -> NamedArrays:
     return {"x": np.arange(n, dtype=np.float64).reshape(n, 1)}
 
@@ -193,13 +205,7 @@ def test_a_cancelled_caller_leaves_the_worker_busy_until_its_thread_ends(
     this worker quiet, and lend its core, while the thread still computes."""
     mine, theirs = boards
     release = threading.Event()
-
-    class Slow(Model):
-        def predict(self, batch: NamedArrays) -> NamedArrays:
-            release.wait(5)
-            return self._record("predict", batch)
-
-    model = Slow(fail=fail)
+    model = Slow(release, fail=fail)
     executor = ThreadExecutor(model, 1, board=mine)
 
     async def main() -> None:
@@ -233,13 +239,7 @@ def test_a_cancelled_batch_still_queued_for_the_thread_never_runs(
 ) -> None:
     mine, theirs = boards
     release = threading.Event()
-
-    class Slow(Model):
-        def predict(self, batch: NamedArrays) -> NamedArrays:
-            release.wait(5)
-            return self._record("predict", batch)
-
-    model = Slow()
+    model = Slow(release)
     executor = ThreadExecutor(model, 1, board=mine)
 
     async def main() -> None:
