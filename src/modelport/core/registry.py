@@ -19,7 +19,12 @@ from modelport.clock import Clock
 from modelport.core.batching import Batcher, BatchPolicy
 from modelport.core.busy import BusyBoard
 from modelport.core.discovery import RuntimeTable
-from modelport.core.executors import Executor, LendingExecutor, choose_executor
+from modelport.core.executors import (
+    Executor,
+    LendingExecutor,
+    MarkingExecutor,
+    choose_executor,
+)
 from modelport.core.repository import ModelSource, latest
 from modelport.core.runtime import Isolation, LoadedModel, ModelConfig
 from modelport.core.signature import Signature, TensorSpec
@@ -285,6 +290,8 @@ class Registry:
                 inferred, executor = await self._process_factory(
                     version.runtime, version.artifact, replace(model.config, options=no_lone)
                 )
+                if self._board is not None:  # its processes use the cores siblings lend
+                    executor = MarkingExecutor(executor, self._board)
             elif version.preloaded is not None:
                 inferred = version.preloaded.signature
                 executor = await self._in_process(
