@@ -116,41 +116,6 @@ def _call_on(loop: asyncio.AbstractEventLoop, callback: Callable[[], object]) ->
         loop.call_soon_threadsafe(callback)
 
 
-class MarkingExecutor:
-    """Marks this worker busy on the board around another executor's batches: the
-    process executor's, whose worker processes compute on the same cores, so a sibling
-    HTTP worker must not lend them to a lone row meanwhile. A caller cancelled mid-batch
-    leaves the worker marked until the batch ends, as the thread executor does."""
-
-    def __init__(self, inner: Executor, board: BusyBoard) -> None:
-        self.inner = inner
-        self.slots = inner.slots
-        self._board = board
-
-    async def run(self, batch: NamedArrays) -> NamedArrays:
-        board = self._board
-        board.enter()
-        work = asyncio.ensure_future(self.inner.run(batch))
-        try:
-            outputs = await asyncio.shield(work)
-        except asyncio.CancelledError:
-            work.add_done_callback(self._left_after_cancel)
-            raise
-        except BaseException:
-            board.leave()
-            raise
-        board.leave()
-        return outputs
-
-    def _left_after_cancel(self, work: asyncio.Future[NamedArrays]) -> None:
-        self._board.leave()
-        if not work.cancelled():
-            work.exception()  # retrieved: nobody is left to hear of it
-
-    async def close(self) -> None:
-        await self.inner.close()
-
-
 # ``auto``'s inline executor moves a model to a thread after this many batches in a row
 # took longer than SLOW_BATCH_S each (wall time): meanwhile the event loop answered
 # nothing, health checks and other models included. One slow batch (a GC pause, a busy

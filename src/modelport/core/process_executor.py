@@ -49,6 +49,7 @@ from modelport.core._process_worker import (
     worker_main,
     write_slots,
 )
+from modelport.core.busy import BusyBoard
 from modelport.core.executors import Executor
 from modelport.core.registry import ExecutorFactory
 from modelport.core.runtime import ModelConfig
@@ -231,6 +232,7 @@ class ProcessExecutor:
         *,
         buffer_bytes: int = 1 << 20,
         stop_timeout_s: float = 5.0,
+        board: BusyBoard | None = None,
     ) -> None:
         if workers < 1:
             raise ConfigError("a process executor needs at least one worker")
@@ -240,6 +242,9 @@ class ProcessExecutor:
         self._config = config
         self._buffer_bytes = buffer_bytes
         self._stop_timeout_s = stop_timeout_s
+        # the HTTP workers' busy board: a batch's exchange marks this one busy, as the
+        # worker processes compute on the cores a sibling would lend to a lone row
+        self._board = board
         self._ctx = multiprocessing.get_context("spawn")
         self._workers: list[_Worker | None] = [None] * workers
         self._idle: deque[_Worker] = deque()
@@ -322,6 +327,9 @@ class ProcessExecutor:
         return await asyncio.shield(task)
 
     async def _exchange(self, worker: _Worker, batch: NamedArrays) -> NamedArrays:
+        board = self._board
+        if board is not None:
+            board.enter()
         try:
             slots, size = layout(batch)
             request = worker.request_buffer(size)
@@ -354,6 +362,8 @@ class ProcessExecutor:
             return read_slots(segment_buf(response), out_slots, copy=True)
         finally:
             self._release(worker)
+            if board is not None:
+                board.leave()
 
     async def _acquire(self) -> _Worker:
         while True:
@@ -495,9 +505,9 @@ def process_executor_factory(workers: int) -> ExecutorFactory:
     """An ``ExecutorFactory`` for the registry: starts a ``ProcessExecutor`` per version."""
 
     async def factory(
-        runtime: str, artifact: Path, config: ModelConfig
+        runtime: str, artifact: Path, config: ModelConfig, board: BusyBoard | None = None
     ) -> tuple[Signature, Executor]:
-        executor = ProcessExecutor(runtime, artifact, config, workers)
+        executor = ProcessExecutor(runtime, artifact, config, workers, board=board)
         signature = await executor.start()
         return signature, executor
 

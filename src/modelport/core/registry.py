@@ -9,22 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from modelport.clock import Clock
 from modelport.core.batching import Batcher, BatchPolicy
 from modelport.core.busy import BusyBoard
 from modelport.core.discovery import RuntimeTable
-from modelport.core.executors import (
-    Executor,
-    LendingExecutor,
-    MarkingExecutor,
-    choose_executor,
-)
+from modelport.core.executors import Executor, LendingExecutor, choose_executor
 from modelport.core.repository import ModelSource, latest
 from modelport.core.runtime import Isolation, LoadedModel, ModelConfig
 from modelport.core.signature import Signature, TensorSpec
@@ -44,7 +39,13 @@ def _size(artifact: Path) -> int:
     return artifact.stat().st_size if artifact.is_file() else LONE_MAX_BYTES + 1
 
 
-ExecutorFactory = Callable[[str, Path, ModelConfig], Awaitable[tuple[Signature, Executor]]]
+class ExecutorFactory(Protocol):
+    """Starts an isolated executor for one version (``core/process_executor.py``); with
+    ``board``, its batches mark this HTTP worker busy for the others."""
+
+    def __call__(
+        self, runtime: str, artifact: Path, config: ModelConfig, board: BusyBoard | None = None
+    ) -> Awaitable[tuple[Signature, Executor]]: ...
 
 
 class VersionState(StrEnum):
@@ -288,10 +289,11 @@ class Registry:
                 # its executor never lends: no lone-row session in the worker processes
                 no_lone = {**model.config.options, "lone_row_threads": 0}
                 inferred, executor = await self._process_factory(
-                    version.runtime, version.artifact, replace(model.config, options=no_lone)
+                    version.runtime,
+                    version.artifact,
+                    replace(model.config, options=no_lone),
+                    board=self._board,
                 )
-                if self._board is not None:  # its processes use the cores siblings lend
-                    executor = MarkingExecutor(executor, self._board)
             elif version.preloaded is not None:
                 inferred = version.preloaded.signature
                 executor = await self._in_process(

@@ -20,7 +20,6 @@ from modelport.core.discovery import RuntimeTable
 from modelport.core.executors import (
     Executor,
     InlineExecutor,
-    MarkingExecutor,
     ThreadExecutor,
     choose_executor,
 )
@@ -273,94 +272,26 @@ def test_a_cancelled_batch_still_queued_for_the_thread_never_runs(
     assert [rows for _, rows, _ in model.calls] == [1]
 
 
-class Gated:
-    """An executor whose batches end when ``gate`` is set: a process executor's stand-in."""
-
-    slots = 1
-
-    def __init__(self, fail: bool = False) -> None:
-        self.gate = asyncio.Event()
-        self.fail = fail
-        self.closed = False
-
-    async def run(self, batch: NamedArrays) -> NamedArrays:
-        await self.gate.wait()
-        if self.fail:
-            raise RuntimeError("boom")
-        return {"y": batch["x"]}
-
-    async def close(self) -> None:
-        self.closed = True
-
-
-@pytest.mark.parametrize("fail", [False, True])
-def test_a_process_executors_batches_mark_the_worker_busy(
-    boards: tuple[BusyBoard, BusyBoard], clock: FakeClock, fail: bool
-) -> None:
-    mine, theirs = boards
-
-    async def main() -> None:
-        inner = Gated(fail)
-        executor = MarkingExecutor(inner, mine)
-        assert executor.slots == inner.slots
-        task = asyncio.ensure_future(executor.run(_rows(2)))
-        await asyncio.sleep(0)
-        clock.ns += 10 * QUIET_NS
-        assert not theirs.others_quiet()  # the worker processes are computing
-        inner.gate.set()
-        if fail:
-            with pytest.raises(RuntimeError, match="boom"):
-                await task
-        else:
-            assert (await task)["y"].tolist() == [[0.0], [1.0]]
-        clock.ns += QUIET_NS + 1
-        assert theirs.others_quiet()
-        await executor.close()
-        assert inner.closed
-
-    asyncio.run(main())
-
-
-def test_a_cancelled_caller_of_a_process_executor_leaves_the_worker_busy_until_it_ends(
-    boards: tuple[BusyBoard, BusyBoard], clock: FakeClock, caplog: pytest.LogCaptureFixture
-) -> None:
-    mine, theirs = boards
-
-    async def main() -> None:
-        inner = Gated(fail=True)
-        task = asyncio.ensure_future(MarkingExecutor(inner, mine).run(_rows(1)))
-        await asyncio.sleep(0)
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
-        clock.ns += 10 * QUIET_NS
-        assert not theirs.others_quiet()  # the exchange with the worker process goes on
-        inner.gate.set()
-        await asyncio.sleep(0.01)
-        clock.ns += QUIET_NS + 1
-        assert theirs.others_quiet()
-
-    asyncio.run(main())
-    gc.collect()  # its failure, with nobody waiting, is not reported as unretrieved
-    assert not [r for r in caplog.records if r.name == "asyncio"]
-
-
-def test_the_registry_marks_the_board_around_process_isolated_models_only_with_a_board(
+def test_the_registry_hands_its_board_to_the_process_executor(
     tmp_path: Path, boards: tuple[BusyBoard, BusyBoard]
 ) -> None:
+    """So that a process-isolated model's batches mark this worker busy too
+    (tests/unit/core/test_process_executor.py has the executor's side)."""
     mine, _ = boards
     path = write_mlp_onnx(tmp_path / "mlp.onnx")
     source = ModelSource(
         "mlp", ModelConfig(isolation=Isolation.PROCESS), (VersionSource("1", path),)
     )
+    given: list[BusyBoard | None] = []
 
     async def in_process(
-        runtime: str, artifact: Path, config: ModelConfig
+        runtime: str, artifact: Path, config: ModelConfig, board: BusyBoard | None = None
     ) -> tuple[Signature, Executor]:  # what the process factory hands back, minus processes
+        given.append(board)
         loaded = RuntimeTable.discover().get(runtime).load(artifact, config)
         return loaded.signature, InlineExecutor(loaded)
 
-    async def executor_with(board: BusyBoard | None) -> Any:
+    async def load_with(board: BusyBoard | None) -> None:
         registry = Registry(
             RuntimeTable.discover(),
             BatchingSettings(),
@@ -371,14 +302,12 @@ def test_the_registry_marks_the_board_around_process_isolated_models_only_with_a
         )
         registry.add_sources([source])
         await registry.load_all()
-        executor = registry.get("mlp").versions["1"].executor
+        assert registry.all_ready()
         await registry.close()
-        return executor
 
-    marked = asyncio.run(executor_with(mine))
-    assert isinstance(marked, MarkingExecutor)
-    assert isinstance(marked.inner, InlineExecutor)
-    assert isinstance(asyncio.run(executor_with(None)), InlineExecutor)
+    asyncio.run(load_with(mine))
+    asyncio.run(load_with(None))
+    assert given == [mine, None]
 
 
 def test_only_a_runtime_model_offers_a_lone_predict(boards: tuple[BusyBoard, BusyBoard]) -> None:

@@ -24,12 +24,14 @@ from modelport.core._process_worker import (
     signature_from_plain,
     write_slots,
 )
+from modelport.core.busy import BOARD_FILE, BusyBoard, make_board
 from modelport.core.process_executor import ProcessExecutor, process_executor_factory
 from modelport.core.runtime import ModelConfig
 from modelport.core.signature import ContentKind, Signature, Task, TensorSpec
 from modelport.errors import ConfigError, ModelFailed, WorkerFailed
 
-# x[0, 0] picks a behaviour: -1 raises, -2 hangs (after writing started-<pid>), -3 is slow.
+# x[0, 0] picks a behaviour: -1 raises, -2 hangs (after writing started-<pid>), -3 is slow,
+# -4 writes ran-<rows> and waits (up to 10 s) for a file named go.
 MODEL = """
 import os, time
 import numpy as np
@@ -59,6 +61,12 @@ class Model:
             time.sleep(30)
         if first == -3:
             time.sleep(0.05)
+        if first == -4:
+            (self.path / f"ran-{len(x)}").write_text("")
+            for _ in range(1000):
+                if (self.path / "go").exists():
+                    break
+                time.sleep(0.01)
         n = len(x)
         return {"y": x * 2, "pid": np.full(n, os.getpid()),
                 "name": np.array(["ok"] * n), "tag": np.array([{"n": n}] * n, dtype=object)}
@@ -312,6 +320,45 @@ def test_close_kills_a_stuck_worker_and_fails_its_call(tmp_path: Path) -> None:
 
     asyncio.run(main())
     assert segments() == set()
+    assert multiprocessing.active_children() == []
+
+
+def test_a_batch_marks_the_http_workers_board_until_its_worker_answers(tmp_path: Path) -> None:
+    """The worker processes compute on the cores a sibling HTTP worker would lend to a
+    lone row: from the exchange's start to its end this worker is busy on the board, even
+    once its caller is gone; a batch withdrawn while it waited for a worker never runs."""
+    make_board(tmp_path, 2)
+    mine, theirs = BusyBoard(tmp_path / BOARD_FILE, 0), BusyBoard(tmp_path / BOARD_FILE, 1)
+    folder = tmp_path / "model"
+    folder.mkdir()
+
+    async def quiet_within(seconds: float) -> bool:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if theirs.others_quiet():
+                return True
+            await asyncio.sleep(0.01)
+        return False
+
+    async def main() -> None:
+        executor = ProcessExecutor("python", write_model(folder), ModelConfig(), board=mine)
+        await executor.start()
+        assert await quiet_within(1)  # loading the model is not a batch
+        first = asyncio.create_task(executor.run(value(-4, 1)))
+        await wait_for_file(folder, "ran-1")
+        queued = asyncio.create_task(executor.run(value(-4, 3)))  # the one worker is taken
+        await asyncio.sleep(0.05)
+        for call in (queued, first):
+            call.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await call
+        assert not await quiet_within(0.1)  # the worker process still computes the first
+        (folder / "go").write_text("")
+        assert await quiet_within(5)
+        assert not list(folder.glob("ran-3"))
+        await executor.close()
+
+    asyncio.run(main())
     assert multiprocessing.active_children() == []
 
 
