@@ -303,10 +303,10 @@ class Registry:
                 inferred, executor = await self._thread_executor(
                     version.runtime, version.artifact, model.config, where
                 )
+            version.executor = executor  # closed by close() even if the rest fails
             version.signature = effective_signature(
                 inferred, model.config, self._features.get(model.name), where
             )
-            version.executor = executor
             version.batcher = Batcher(
                 executor.run, self._policy(model.config, executor.slots), self._clock
             )

@@ -138,3 +138,47 @@ def test_version_folder_needs_exactly_one_artifact(tmp_path: Path) -> None:
     (folder / "b.onnx").write_bytes(b"")
     with pytest.raises(ConfigError, match="expected one model artifact"):
         repository.from_repository(tmp_path)
+
+
+def test_an_executor_started_for_a_version_that_then_fails_is_still_closed(
+    tmp_path: Path,
+) -> None:
+    """A process executor's workers run once the factory returns; a model.yaml that then
+    fails the signature (two labels for three classes) must not leave them running."""
+    (source,) = repository.from_repository(
+        make_repo(tmp_path, "isolation: process\nlabels: [a, b]\n")
+    )
+    closed: list[object] = []
+
+    class Started:
+        slots = 1
+
+        async def run(self, batch: object) -> object:
+            raise AssertionError("a failed version gets no batches")
+
+        async def close(self) -> None:
+            closed.append(self)
+
+    async def factory(
+        runtime: str, artifact: Path, config: object, board: object = None
+    ) -> tuple[object, Started]:
+        loaded = RuntimeTable.discover().get(runtime).load(artifact, config)
+        return loaded.signature, Started()
+
+    async def main() -> None:
+        registry = Registry(
+            RuntimeTable.discover(),
+            BatchingSettings(),
+            ExecutorSettings(),
+            ManualClock(),
+            process_factory=factory,
+        )
+        registry.add_sources([source])
+        await registry.load_all()
+        versions = registry.get("iris").versions.values()
+        assert {v.state for v in versions} == {VersionState.FAILED}
+        assert all("2 classes but the model outputs 3" in (v.error or "") for v in versions)
+        await registry.close()
+
+    asyncio.run(main())
+    assert len(closed) == 3
