@@ -48,6 +48,15 @@ class EmptyBatch(InvalidInput):
     code = "empty_batch"
 
 
+class ValueOutOfRange(InvalidInput, ValueError):
+    """A value the model cannot compute with: NaN or infinity reaching an estimator that
+    refuses them, given (where the signature allows it) or made by a preprocessing step
+    that overflows on a finite but huge value. A ``ValueError`` too, as scikit-learn's
+    own refusal is."""
+
+    code = "value_out_of_range"
+
+
 class BatchTooLarge(InvalidInput):
     code = "batch_too_large"
 

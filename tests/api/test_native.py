@@ -320,6 +320,24 @@ def test_multi_input_model_takes_named_inputs(tmp_path: Any) -> None:
         assert_error(r, 422, "invalid_input", "missing input(s) ['b']")
 
 
+def test_a_value_too_large_for_the_model_is_a_422_and_the_server_lives(
+    demo_client: TestClient,
+) -> None:
+    """Finite but huge: iris's scaler overflows on 1.7e308 (422, not a model failure);
+    3.07e307 scales but overflows the logits, which still give probabilities (found by
+    the fuzz test below)."""
+    r = demo_client.post("/v1/models/iris/predict", json={"inputs": [[1.7e308, 0, 0, 0]]})
+    assert_error(r, 422, "value_out_of_range", "too large to scale")
+    r = demo_client.post(
+        "/v1/models/iris/predict",
+        json={"inputs": [[0, 0, 0, 0], [0, 0, 0, 3.0679081823455906e307]]},
+    )
+    assert r.status_code == 200, r.text
+    assert r.json()["outputs"][1]["label"] == "virginica"
+    r = demo_client.post("/v1/models/iris/predict", json={"inputs": [[5.1, 3.5, 1.4, 0.2]]})
+    assert r.status_code == 200 and r.json()["outputs"][0]["label"] == "setosa"
+
+
 # ── fuzzing: no input yields a 5xx ────────────────────────────────────────────
 
 json_values = st.recursive(

@@ -27,7 +27,7 @@ from modelport.core.runtime import ModelConfig
 from modelport.core.runtimes import _linear
 from modelport.core.runtimes._linear import LinearPlan, compile_linear
 from modelport.core.runtimes.sklearn import SklearnModel, SklearnRuntime, _infer_signature
-from modelport.errors import ConfigError
+from modelport.errors import ConfigError, InvalidInput, ValueOutOfRange
 
 IRIS_X, IRIS_Y = load_iris(return_X_y=True)
 DIAB_X, DIAB_Y = load_diabetes(return_X_y=True)
@@ -309,3 +309,18 @@ def test_the_runtime_logs_the_choice_and_checks_the_option(
     assert off.plan is None
     with pytest.raises(ConfigError, match=r"options\.compile must be true or false"):
         SklearnRuntime().load(path, ModelConfig(options={"compile": "yes"}))
+
+
+def test_a_huge_finite_value_is_refused_as_out_of_range_without_a_warning() -> None:
+    """Overflow in the plan is arithmetic, not a fault: no RuntimeWarning (this suite turns
+    warnings into errors, as a strict embedding application may), and the refusal is an
+    input error (a 422), not a model failure."""
+    model = _model(make_pipeline(StandardScaler(), LogisticRegression()).fit(IRIS_X, IRIS_Y))
+    assert model.plan is not None
+    with pytest.raises(ValueOutOfRange, match="too large to scale") as raised:
+        model.predict({"input": np.array([[1.7e308, 0.0, 0.0, 0.0]])})
+    assert isinstance(raised.value, ValueError) and isinstance(raised.value, InvalidInput)
+    # scaled fine, but the logits overflow: the softmax still gives probabilities
+    out = model.predict({"input": np.array([[0.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 3.07e307]])})
+    assert np.isfinite(out["probabilities"]).all()
+    assert out["probabilities"][1].tolist() == [0.0, 0.0, 1.0]

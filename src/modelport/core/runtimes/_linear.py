@@ -20,9 +20,10 @@ scikit-learn runs every batch as before.
 What scikit-learn refuses, the plan refuses or leaves to scikit-learn. A batch that is not
 float64, 2-D, with the fitted number of features and at least one row (possible when
 model.yaml declares its own signature) is handed to scikit-learn (``LinearPlan.takes``).
-Otherwise the plan raises ``ValueError``, as scikit-learn does, where a value would reach
-the estimator as NaN or infinity (given, where the signature allows it, or made by a step
-that overflows) or a clipping scaler as infinity, the one step that could hide one. (Under
+Otherwise the plan raises ``ValueOutOfRange`` (a ``ValueError``, as scikit-learn's refusal
+is, and a 422 for the caller rather than a model failure) where a value would reach the
+estimator as NaN or infinity (given, where the signature allows it, or made by a step that
+overflows) or a clipping scaler as infinity, the one step that could hide one. (Under
 scikit-learn's ``assume_finite`` it would answer NaN there instead; the plan still raises.)
 """
 
@@ -39,6 +40,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import MaxAbsScaler, MinMaxScaler, RobustScaler, StandardScaler
 
 from modelport.core.runtimes.sklearn import input_end
+from modelport.errors import ValueOutOfRange
 
 Step = Callable[[np.ndarray], np.ndarray]
 
@@ -82,11 +84,18 @@ class LinearPlan:
         )
 
     def run(self, x: np.ndarray) -> np.ndarray:
-        for step in self.transforms:  # each makes a new array: the caller's x is never written
-            x = step(x)
-        if not np.isfinite(x).all():  # what the estimator's own input check refuses
-            raise ValueError(f"{self.names[-1]} got NaN or infinity")
-        return self.head(x)
+        # Overflow is expected arithmetic here, not a fault to warn about: a scaler's
+        # overflow to infinity is refused below, and a softmax over huge logits still
+        # gives probabilities (exp of -inf is 0), as scikit-learn's does.
+        with np.errstate(over="ignore", invalid="ignore"):
+            for step in self.transforms:  # each makes a new array: x is never written
+                x = step(x)
+            if not np.isfinite(x).all():  # what the estimator's own input check refuses
+                raise ValueOutOfRange(
+                    f"{self.names[-1]} got NaN or infinity: a value is NaN or infinite, or "
+                    "too large to scale (the scaled value overflows float64)"
+                )
+            return self.head(x)
 
 
 def _dense(*arrays: Any) -> bool:
