@@ -90,24 +90,25 @@ def _load(server: RunningServer, where: Placement, seconds: float) -> Point:
     wrk(server.url, server.spec.body, CONNECTIONS, 2, where.load_prefix)  # warm-up
     repinned = pinning.enforce(root, where.server_cpus) if where.server_cpus else 0
     tree = sorted(pinning.descendants(root))
-    cpu_before, switches_before = cpuload.tree_cpu_s(root), involuntary_switches(tree)
-    usage_before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    switches_before = involuntary_switches(tree)
+    sleeps_before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_nvcsw
+    meter = cpuload.Meter(root)  # CPU time of the server's tree and of wrk, as run.py's
     result = wrk(server.url, server.spec.body, CONNECTIONS, seconds, where.load_prefix)
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu, switches = cpuload.tree_cpu_s(root), involuntary_switches(tree)
+    server_s, wrk_s = meter.spent()
+    sleeps = resource.getrusage(resource.RUSAGE_CHILDREN).ru_nvcsw - sleeps_before
+    switches = involuntary_switches(tree) - switches_before
     if sorted(pinning.descendants(root)) != tree:
         # a process that ended took its CPU time and switches out of the sums
         raise ServerError("a server process ended or restarted during the measurement")
     server.check_predict()
     n = max(result.requests, 1)
-    wrk_s = (usage.ru_utime + usage.ru_stime) - (usage_before.ru_utime + usage_before.ru_stime)
     return Point(
         "",
         result.rps,
-        (cpu - cpu_before) / n * 1e6,
+        server_s / n * 1e6,
         wrk_s / n * 1e6,
-        (switches - switches_before) / n,
-        (usage.ru_nvcsw - usage_before.ru_nvcsw) / n,
+        switches / n,
+        sleeps / n,
         result.errors,
         repinned,
     )

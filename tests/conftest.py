@@ -16,8 +16,13 @@ from starlette.testclient import TestClient
 
 from modelport.api.app import create_app
 from modelport.bootstrap import build
+from modelport.clock import ManualClock
+from modelport.core.busy import BusyBoard
+from modelport.core.discovery import RuntimeTable
+from modelport.core.registry import ExecutorFactory, Registry
+from modelport.core.repository import ModelSource
 from modelport.demo import ensure_demo_repository
-from modelport.settings import load_settings
+from modelport.settings import BatchingSettings, ExecutorSettings, load_settings
 
 
 @pytest.fixture(scope="session")
@@ -142,3 +147,21 @@ def write_mlp_onnx(path: Path, width: int = 512) -> Path:
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     path.write_bytes(model.SerializeToString())
     return path
+
+
+def registry_for(
+    sources: list[ModelSource],
+    process_factory: ExecutorFactory | None = None,
+    board: BusyBoard | None = None,
+) -> Registry:
+    """A registry with default settings and a manual clock, its sources added (not loaded)."""
+    registry = Registry(
+        RuntimeTable.discover(),
+        BatchingSettings(),
+        ExecutorSettings(),
+        ManualClock(),
+        process_factory=process_factory,
+        board=board,
+    )
+    registry.add_sources(sources)
+    return registry

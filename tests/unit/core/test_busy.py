@@ -13,7 +13,6 @@ from typing import Any
 import numpy as np
 import pytest
 
-from modelport.clock import ManualClock
 from modelport.core.batching import BatchStats
 from modelport.core.busy import BOARD_FILE, QUIET_NS, BusyBoard, make_board
 from modelport.core.discovery import RuntimeTable
@@ -23,13 +22,11 @@ from modelport.core.executors import (
     ThreadExecutor,
     choose_executor,
 )
-from modelport.core.registry import Registry
 from modelport.core.repository import ModelSource, VersionSource
 from modelport.core.runtime import BaseLoadedModel, Isolation, ModelConfig
 from modelport.core.signature import NamedArrays, Signature
 from modelport.errors import ConfigError
-from modelport.settings import BatchingSettings, ExecutorSettings
-from tests.conftest import write_mlp_onnx
+from tests.conftest import registry_for, write_mlp_onnx
 
 
 class FakeClock:
@@ -292,15 +289,7 @@ def test_the_registry_hands_its_board_to_the_process_executor(
         return loaded.signature, InlineExecutor(loaded)
 
     async def load_with(board: BusyBoard | None) -> None:
-        registry = Registry(
-            RuntimeTable.discover(),
-            BatchingSettings(),
-            ExecutorSettings(),
-            ManualClock(),
-            process_factory=in_process,
-            board=board,
-        )
-        registry.add_sources([source])
+        registry = registry_for([source], process_factory=in_process, board=board)
         await registry.load_all()
         assert registry.all_ready()
         await registry.close()

@@ -12,10 +12,10 @@ from sklearn.linear_model import LogisticRegression
 from modelport.clock import ManualClock
 from modelport.core import repository
 from modelport.core.discovery import RuntimeTable
-from modelport.core.registry import Registry, VersionState
+from modelport.core.registry import VersionState
 from modelport.core.service import InferenceService
 from modelport.errors import ConfigError, ModelNotFound, ModelNotReady, VersionNotFound
-from modelport.settings import BatchingSettings, ExecutorSettings
+from tests.conftest import registry_for
 
 
 def make_repo(root: Path, yaml_text: str = "") -> Path:
@@ -29,14 +29,6 @@ def make_repo(root: Path, yaml_text: str = "") -> Path:
     if yaml_text:
         (root / "iris" / "model.yaml").write_text(yaml_text)
     return root
-
-
-def registry_for(sources: list[repository.ModelSource]) -> Registry:
-    registry = Registry(
-        RuntimeTable.discover(), BatchingSettings(), ExecutorSettings(), ManualClock()
-    )
-    registry.add_sources(sources)
-    return registry
 
 
 def test_repository_layout_versions_and_model_yaml(tmp_path: Path) -> None:
@@ -166,14 +158,7 @@ def test_an_executor_started_for_a_version_that_then_fails_is_still_closed(
         return loaded.signature, Started()
 
     async def main() -> None:
-        registry = Registry(
-            RuntimeTable.discover(),
-            BatchingSettings(),
-            ExecutorSettings(),
-            ManualClock(),
-            process_factory=factory,
-        )
-        registry.add_sources([source])
+        registry = registry_for([source], process_factory=factory)
         await registry.load_all()
         versions = registry.get("iris").versions.values()
         assert {v.state for v in versions} == {VersionState.FAILED}
