@@ -37,6 +37,7 @@ def test_combine_adds_counts_and_keeps_the_largest_batch() -> None:
         "rejected_overload": 4,
         "failed_batches": 1,
         "lone_row_batches": 3,
+        "split_batches": 0,
     }
     assert total.to_dict()["mean_batch_rows"] == 3.0
     assert BatchStats.combine([]) == BatchStats()

@@ -11,7 +11,10 @@ Drain tasks start lazily (one per executor slot) and exit when the queue is empt
 taking a batch a drain lets the event loop turn once more, so requests whose bytes have
 already arrived are read and ride along (one non-blocking poll, not a wait).
 Cancelled requests (client gone) and requests past their deadline are dropped before
-inference. A failing batch fails each of its callers with the same error.
+inference. A failing batch fails each of its callers with the same error, with one
+exception: a batch the model refuses for its data (``InvalidInput``, e.g. a value that
+overflows a scaler) runs again in halves, down to single requests, so that only the
+requests holding the refused rows get the 422 and their batch-mates get their answers.
 """
 
 from __future__ import annotations
@@ -27,7 +30,13 @@ import numpy as np
 
 from modelport.clock import Clock
 from modelport.core.signature import NamedArrays
-from modelport.errors import DeadlineExceeded, ModelFailed, ModelportError, Overloaded
+from modelport.errors import (
+    DeadlineExceeded,
+    InvalidInput,
+    ModelFailed,
+    ModelportError,
+    Overloaded,
+)
 
 log = logging.getLogger("modelport.batching")
 
@@ -89,6 +98,8 @@ class BatchStats:
     failed_batches: int = 0
     # one-row batches run on the idle workers' cores too (core/busy.py; counted by the executor)
     lone_row_batches: int = 0
+    # batches the model refused for their data, run again in halves (see ``_attempt``)
+    split_batches: int = 0
 
     @classmethod
     def combine(cls, parts: list[BatchStats]) -> BatchStats:
@@ -116,6 +127,7 @@ class BatchStats:
             "rejected_overload": self.rejected_overload,
             "failed_batches": self.failed_batches,
             "lone_row_batches": self.lone_row_batches,
+            "split_batches": self.split_batches,
         }
 
 
@@ -262,6 +274,24 @@ class Batcher:
         if rows > stats.max_batch_rows:
             stats.max_batch_rows = rows
         try:
+            await self._attempt(batch, rows)
+        except asyncio.CancelledError:
+            # the whole batch: a split one may have halves that have not run yet
+            self._fail(batch, Overloaded("the model version is shutting down"))
+            raise
+
+    async def _attempt(self, batch: list[_Item], rows: int) -> None:
+        """Run ``batch`` and answer each of its callers.
+
+        A batch the model refuses for its data (``InvalidInput``) is not the fault of every
+        request in it: one hostile or out-of-range row would otherwise cost its batch-mates
+        their answers. Such a batch runs again in halves, down to single requests, and only
+        the requests the model refuses alone get the error. With one refused request among
+        k that is about 2·log2(k) more model calls; with every request refused it is 2k - 1,
+        at most twice what the same requests cost unbatched. Any other failure is not the
+        data's, and fails the whole batch at once.
+        """
+        try:
             outputs = await self._run_batch(_concat(batch))
             for name, value in outputs.items():
                 got = value.shape[0] if value.ndim else 1
@@ -269,15 +299,24 @@ class Batcher:
                     raise ModelFailed(
                         f"the model returned {got} rows in output '{name}' for {rows} input rows"
                     )
-        except asyncio.CancelledError:
-            self._fail(batch, Overloaded("the model version is shutting down"))
-            raise
+        except InvalidInput as exc:
+            if len(batch) == 1:
+                self.stats.failed_batches += 1
+                self._fail(batch, exc)
+                return
+            self.stats.split_batches += 1
+            half = len(batch) // 2
+            for part in (batch[:half], batch[half:]):
+                live = [it for it in part if not it.future.done()]  # a caller may have gone
+                if live:
+                    await self._attempt(live, sum(it.rows for it in live))
+            return
         except ModelportError as exc:
-            stats.failed_batches += 1
+            self.stats.failed_batches += 1
             self._fail(batch, exc)
             return
         except Exception as exc:
-            stats.failed_batches += 1
+            self.stats.failed_batches += 1
             log.error("model raised on a batch of %d rows: %s: %s", rows, type(exc).__name__, exc)
             self._fail(batch, ModelFailed(f"the model raised {type(exc).__name__}"))
             return

@@ -38,6 +38,7 @@ from os import getpid
 from pathlib import Path
 from typing import Any
 
+from modelport import errors
 from modelport.core._process_worker import (
     Message,
     Slot,
@@ -54,7 +55,7 @@ from modelport.core.executors import Executor
 from modelport.core.registry import ExecutorFactory
 from modelport.core.runtime import ModelConfig
 from modelport.core.signature import NamedArrays, Signature
-from modelport.errors import ConfigError, ModelFailed, WorkerFailed
+from modelport.errors import ConfigError, InvalidInput, ModelFailed, WorkerFailed
 
 log = logging.getLogger("modelport.process_executor")
 
@@ -216,6 +217,16 @@ class _Worker:
             self._exit_timer.cancel()
 
 
+def _input_error(kind: str) -> type[InvalidInput] | None:
+    """The ``InvalidInput`` class a worker's error names, if it is one of modelport's own
+    (a refusal of the data, with a message written by modelport); None otherwise."""
+    module, _, name = kind.rpartition(".")
+    if module != errors.__name__:
+        return None
+    cls = getattr(errors, name, None)
+    return cls if isinstance(cls, type) and issubclass(cls, InvalidInput) else None
+
+
 class ProcessExecutor:
     """Runs a model in ``workers`` processes that each load it; a dead worker is restarted.
 
@@ -351,6 +362,9 @@ class ProcessExecutor:
                 reply = await worker.ask(("resp", response.name, response.size))
             if reply[0] == "err":
                 _, kind, message, trace = reply
+                refusal = _input_error(kind)
+                if refusal is not None:  # our own 422 (e.g. value_out_of_range), message ours
+                    raise refusal(message)
                 log.error(
                     "model worker %d: predict raised %s: %s\n%s", worker.pid, kind, message, trace
                 )

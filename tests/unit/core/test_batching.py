@@ -9,7 +9,7 @@ import pytest
 from modelport.clock import ManualClock
 from modelport.core.batching import Batcher, BatchPolicy, Decision, decide, take_count
 from modelport.core.signature import NamedArrays
-from modelport.errors import DeadlineExceeded, ModelFailed, Overloaded
+from modelport.errors import DeadlineExceeded, ModelFailed, Overloaded, ValueOutOfRange
 
 # ── the pure policy ───────────────────────────────────────────────────────────
 
@@ -227,6 +227,103 @@ def test_a_failing_batch_fails_every_caller_with_the_same_error() -> None:
         # and the batcher keeps working afterwards
         model._fn = lambda b: {"y": b["x"]}
         assert (await batcher.submit(rows(1, 7), 1))["y"].tolist() == [[7.0]]
+
+    run(main)
+
+
+def refuses_negative(batch: NamedArrays) -> NamedArrays:
+    """A model that refuses a batch holding any negative row, as the numpy plan refuses an
+    overflowing one: the data's fault (a 422), not the model's."""
+    if (batch["x"] < 0).any():
+        raise ValueOutOfRange("negative")
+    return {"y": batch["x"] * 2}
+
+
+def test_a_batch_refused_for_one_request_s_data_fails_only_that_request() -> None:
+    async def main() -> None:
+        model = GatedModel(refuses_negative)
+        model.gate = asyncio.Event()
+        batcher = Batcher(model, BatchPolicy(), ManualClock())
+        first = asyncio.create_task(batcher.submit(rows(1), 1))
+        await model.started.wait()
+        values = [1, 2, -3, 4, 5, 6, 7, 8]  # the third request is refused
+        queued = [
+            asyncio.create_task(batcher.submit({"x": np.array([[v], [v]], np.float32)}, 2))
+            for v in values
+        ]
+        await asyncio.sleep(0)
+        model.gate.set()
+        await first
+        results = await asyncio.gather(*queued, return_exceptions=True)
+        for value, result in zip(values, results, strict=True):
+            if value < 0:
+                assert isinstance(result, ValueOutOfRange)
+            else:
+                assert not isinstance(result, BaseException), result
+                assert result["y"].tolist() == [[2.0 * value]] * 2
+        # 8 requests (16 rows) refused; its first half [1, 2, -3, 4] refused, so [1, 2] runs,
+        # then [-3, 4] is refused, so [-3] (refused alone) and [4]; then [5, 6, 7, 8]
+        assert model.batches == [1, 16, 8, 4, 4, 2, 2, 8]
+        stats = batcher.stats
+        assert (stats.batches, stats.requests, stats.rows) == (2, 9, 17)  # formed, not re-run
+        assert (stats.split_batches, stats.failed_batches) == (3, 1)
+
+    run(main)
+
+
+def test_a_model_failure_in_a_split_half_fails_that_half_only() -> None:
+    async def main() -> None:
+        calls: list[list[float]] = []
+
+        def fn(batch: NamedArrays) -> NamedArrays:
+            calls.append(batch["x"][:, 0].tolist())
+            if calls[-1] == [1.0, 2.0]:  # the first half's re-run: the model itself fails
+                raise RuntimeError("broken")
+            return refuses_negative(batch)
+
+        model = GatedModel(fn)
+        model.gate = asyncio.Event()
+        batcher = Batcher(model, BatchPolicy(), ManualClock())
+        first = asyncio.create_task(batcher.submit(rows(1, 9), 1))
+        await model.started.wait()
+        queued = [asyncio.create_task(batcher.submit(rows(1, v), 1)) for v in (1, 2, -3, 4)]
+        await asyncio.sleep(0)
+        model.gate.set()
+        await first
+        results = await asyncio.gather(*queued, return_exceptions=True)
+        # a failure that is not the data's is not split further: both of [1, 2] get it
+        assert isinstance(results[0], ModelFailed) and isinstance(results[1], ModelFailed)
+        assert isinstance(results[2], ValueOutOfRange)
+        assert results[3]["y"].tolist() == [[8.0]]
+        assert calls == [[9], [1, 2, -3, 4], [1, 2], [-3, 4], [-3], [4]]
+        assert (batcher.stats.split_batches, batcher.stats.failed_batches) == (2, 2)
+
+    run(main)
+
+
+def test_a_caller_gone_during_a_split_is_not_run_again() -> None:
+    async def main() -> None:
+        queued: list[asyncio.Task[NamedArrays]] = []
+
+        def fn(batch: NamedArrays) -> NamedArrays:
+            if batch["x"][:, 0].tolist() == [-1, 2]:  # the first half's re-run:
+                queued[3].cancel()  # meanwhile 4's client leaves (as the HTTP layer does)
+            return refuses_negative(batch)
+
+        model = GatedModel(fn)
+        model.gate = asyncio.Event()
+        batcher = Batcher(model, BatchPolicy(), ManualClock())
+        first = asyncio.create_task(batcher.submit(rows(1), 1))
+        await model.started.wait()
+        queued += [asyncio.create_task(batcher.submit(rows(1, v), 1)) for v in (-1, 2, 3, 4)]
+        await asyncio.sleep(0)
+        model.gate.set()
+        await first
+        results = await asyncio.gather(*queued, return_exceptions=True)
+        assert isinstance(results[0], ValueOutOfRange)
+        assert results[1]["y"].tolist() == [[4.0]] and results[2]["y"].tolist() == [[6.0]]
+        assert isinstance(results[3], asyncio.CancelledError)
+        assert model.batches == [1, 4, 2, 1, 1, 1]  # [3] ran alone, without the departed 4
 
     run(main)
 

@@ -25,13 +25,24 @@ from modelport.core._process_worker import (
     write_slots,
 )
 from modelport.core.busy import BOARD_FILE, BusyBoard, make_board
-from modelport.core.process_executor import ProcessExecutor, process_executor_factory
+from modelport.core.process_executor import (
+    ProcessExecutor,
+    _input_error,
+    process_executor_factory,
+)
 from modelport.core.runtime import ModelConfig
 from modelport.core.signature import ContentKind, Signature, Task, TensorSpec
-from modelport.errors import ConfigError, ModelFailed, WorkerFailed
+from modelport.errors import (
+    BatchTooLarge,
+    ConfigError,
+    ModelFailed,
+    ValueOutOfRange,
+    WorkerFailed,
+)
 
 # x[0, 0] picks a behaviour: -1 raises, -2 hangs (after writing started-<pid>), -3 is slow,
-# -4 writes ran-<rows> and waits (up to 10 s) for a file named go.
+# -4 writes ran-<rows> and waits (up to 10 s) for a file named go, -5 refuses the data as
+# modelport's own numpy plan does (ValueOutOfRange), -6 raises modelport's ConfigError.
 MODEL = """
 import os, time
 import numpy as np
@@ -56,6 +67,12 @@ class Model:
         first = x.flat[0] if x.size else 0
         if first == -1:
             raise ValueError("negative one is not allowed")
+        if first == -5:
+            from modelport.errors import ValueOutOfRange
+            raise ValueOutOfRange("-5 is out of range")
+        if first == -6:
+            from modelport.errors import ConfigError
+            raise ConfigError("not the data's fault")
         if first == -2:
             (self.path / f"started-{os.getpid()}").write_text("")
             time.sleep(30)
@@ -194,6 +211,33 @@ def test_model_error_is_model_failed_and_worker_survives(
         await executor.close()
 
     asyncio.run(main())
+
+
+def test_modelport_s_own_refusal_of_the_data_crosses_as_itself(tmp_path: Path) -> None:
+    """A ValueOutOfRange raised in the worker stays a 422 with its message (the batcher
+    then splits the batch); any other error, modelport's own included, is a model failure."""
+
+    async def main() -> None:
+        executor = ProcessExecutor("python", write_model(tmp_path), ModelConfig())
+        await executor.start()
+        with pytest.raises(ValueOutOfRange, match="-5 is out of range"):
+            await executor.run(value(-5))
+        with pytest.raises(ModelFailed, match="the model raised ConfigError"):
+            await executor.run(value(-6))
+        assert (await executor.run(ONES))["y"].tolist() == [[2, 2, 2]]
+        await executor.close()
+
+    asyncio.run(main())
+    assert _input_error("modelport.errors.BatchTooLarge") is BatchTooLarge
+    for kind in (
+        "ValueError",
+        "mymodel.errors.ValueOutOfRange",
+        "modelport.errors.ConfigError",
+        "modelport.errors.nothing",
+        "modelport.errors.math",
+        "ValueOutOfRange",
+    ):
+        assert _input_error(kind) is None, kind
 
 
 def test_killed_worker_fails_its_call_fast_and_is_restarted(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -11,7 +12,7 @@ import numpy as np
 
 from modelport.core.runtime import BaseLoadedModel, ModelConfig
 from modelport.core.signature import NamedArrays, Signature, Task, TensorSpec
-from modelport.errors import ConfigError, MissingExtra
+from modelport.errors import ConfigError, MissingExtra, ValueOutOfRange
 
 try:
     import joblib
@@ -30,6 +31,10 @@ log = logging.getLogger("modelport.runtime.sklearn")
 _NO_NAMES = "X does not have valid feature names"
 
 INPUT = "input"
+# scikit-learn's refusal of NaN or infinity reaching an estimator ("Input X contains NaN.",
+# "Input contains infinity or a value too large for dtype('float64')."): the data's fault,
+# e.g. a finite but huge value that a scaler step turned into infinity
+_NOT_FINITE = re.compile(r"^Input (\w+ )?contains (NaN|infinity)")
 _PICKLE_SUFFIXES = (".joblib", ".pkl", ".pickle")
 _SAFE_MODULE_PREFIXES = ("sklearn.", "numpy.", "scipy.", "builtins.", "collections.")
 
@@ -76,7 +81,15 @@ class SklearnModel(BaseLoadedModel):
             out = self.plan.run(x)
         else:
             method = self._estimator.predict_proba if self._proba else self._estimator.predict
-            out = np.asarray(method(x))
+            try:
+                out = np.asarray(method(x))
+            except ValueError as exc:
+                if _NOT_FINITE.match(str(exc)):
+                    raise ValueOutOfRange(
+                        "the model got NaN or infinity: a value is NaN or infinite, or too "
+                        "large for a step of the model (it overflows float64)"
+                    ) from exc
+                raise
         if self._proba:
             return {"label": self._classes[np.argmax(out, axis=1)], "probabilities": out}
         return {"prediction": out}
