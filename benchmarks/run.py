@@ -260,9 +260,7 @@ def run_inproc(
     for line in proc.stdout.splitlines():
         raw = json.loads(line)
         rate, per_call = raw["rows_per_s"], raw["us_per_call"]
-        rows.append(
-            InprocRow(mode, key, raw["batch"], rate, per_call, background, round=round_)
-        )
+        rows.append(InprocRow(mode, key, raw["batch"], rate, per_call, background, round=round_))
     if proc.returncode != 0 or not rows:
         tail = proc.stderr.strip().splitlines()[-1:] or [f"rc={proc.returncode}"]
         rows.append(InprocRow(mode, key, 0, error=tail[0], round=round_))
