@@ -98,7 +98,8 @@ class BatchStats:
     failed_batches: int = 0
     # one-row batches run on the idle workers' cores too (core/busy.py; counted by the executor)
     lone_row_batches: int = 0
-    # batches the model refused for their data, run again in halves (see ``_attempt``)
+    # batches the model refused for their data, run again in halves (see ``_attempt``);
+    # counted once each, not in ``failed_batches``
     split_batches: int = 0
 
     @classmethod
@@ -274,23 +275,26 @@ class Batcher:
         if rows > stats.max_batch_rows:
             stats.max_batch_rows = rows
         try:
-            await self._attempt(batch, rows)
+            await self._attempt(batch, rows, formed=True)
         except asyncio.CancelledError:
             # the whole batch: a split one may have halves that have not run yet
             self._fail(batch, Overloaded("the model version is shutting down"))
             raise
 
-    async def _attempt(self, batch: list[_Item], rows: int) -> None:
-        """Run ``batch`` and answer each of its callers.
+    async def _attempt(self, batch: list[_Item], rows: int, formed: bool = False) -> None:
+        """Run ``batch`` and answer each of its callers. ``formed``: the batch as the queue
+        gave it (statistics count it once), not a part of one being split.
 
         A batch the model refuses for its data (``InvalidInput``) is not the fault of every
         request in it: one hostile or out-of-range row would otherwise cost its batch-mates
         their answers. Such a batch runs again in halves, down to single requests, and only
-        the requests the model refuses alone get the error. With one refused request among
-        k that is about 2·log2(k) more model calls; with every request refused it is 2k - 1,
-        at most twice what the same requests cost unbatched. Any other failure is not the
-        data's, and fails the whole batch at once.
+        the requests the model refuses alone get the error. A batch of k requests then takes
+        at most 2k - 1 model calls in all (each split makes two non-empty parts); one refused
+        request among k takes 2·ceil(log2 k) more, which re-run about twice the batch's rows.
+        The loop turns between parts, so a caller that leaves meanwhile is not run again.
+        Any other failure is not the data's, and fails the whole batch (or part) at once.
         """
+        stats = self.stats
         try:
             outputs = await self._run_batch(_concat(batch))
             for name, value in outputs.items():
@@ -301,22 +305,24 @@ class Batcher:
                     )
         except InvalidInput as exc:
             if len(batch) == 1:
-                self.stats.failed_batches += 1
+                stats.failed_batches += formed
                 self._fail(batch, exc)
                 return
-            self.stats.split_batches += 1
+            stats.split_batches += formed
             half = len(batch) // 2
             for part in (batch[:half], batch[half:]):
-                live = [it for it in part if not it.future.done()]  # a caller may have gone
+                await asyncio.sleep(0)  # an inline model would otherwise hold the loop
+                live = [it for it in part if not it.future.done()]
+                stats.dropped_cancelled += len(part) - len(live)  # their callers left
                 if live:
                     await self._attempt(live, sum(it.rows for it in live))
             return
         except ModelportError as exc:
-            self.stats.failed_batches += 1
+            stats.failed_batches += formed
             self._fail(batch, exc)
             return
         except Exception as exc:
-            self.stats.failed_batches += 1
+            stats.failed_batches += formed
             log.error("model raised on a batch of %d rows: %s: %s", rows, type(exc).__name__, exc)
             self._fail(batch, ModelFailed(f"the model raised {type(exc).__name__}"))
             return

@@ -217,9 +217,12 @@ class _Worker:
             self._exit_timer.cancel()
 
 
+_REFUSAL_CHARS = 500
+
+
 def _input_error(kind: str) -> type[InvalidInput] | None:
     """The ``InvalidInput`` class a worker's error names, if it is one of modelport's own
-    (a refusal of the data, with a message written by modelport); None otherwise."""
+    (a refusal of the data, such as the numpy plan's ``ValueOutOfRange``); None otherwise."""
     module, _, name = kind.rpartition(".")
     if module != errors.__name__:
         return None
@@ -363,8 +366,10 @@ class ProcessExecutor:
             if reply[0] == "err":
                 _, kind, message, trace = reply
                 refusal = _input_error(kind)
-                if refusal is not None:  # our own 422 (e.g. value_out_of_range), message ours
-                    raise refusal(message)
+                if refusal is not None:  # one of modelport's 422s (e.g. value_out_of_range)
+                    # Its message goes to the caller, as an in-process model's would; the
+                    # model's code could have written it, so it is cut to a sane length.
+                    raise refusal(message[:_REFUSAL_CHARS])
                 log.error(
                     "model worker %d: predict raised %s: %s\n%s", worker.pid, kind, message, trace
                 )

@@ -265,8 +265,9 @@ def test_a_batch_refused_for_one_request_s_data_fails_only_that_request() -> Non
         # then [-3, 4] is refused, so [-3] (refused alone) and [4]; then [5, 6, 7, 8]
         assert model.batches == [1, 16, 8, 4, 4, 2, 2, 8]
         stats = batcher.stats
-        assert (stats.batches, stats.requests, stats.rows) == (2, 9, 17)  # formed, not re-run
-        assert (stats.split_batches, stats.failed_batches) == (3, 1)
+        # counted once per batch formed, not per re-run
+        assert (stats.batches, stats.requests, stats.rows) == (2, 9, 17)
+        assert (stats.split_batches, stats.failed_batches) == (1, 0)
 
     run(main)
 
@@ -296,7 +297,7 @@ def test_a_model_failure_in_a_split_half_fails_that_half_only() -> None:
         assert isinstance(results[2], ValueOutOfRange)
         assert results[3]["y"].tolist() == [[8.0]]
         assert calls == [[9], [1, 2, -3, 4], [1, 2], [-3, 4], [-3], [4]]
-        assert (batcher.stats.split_batches, batcher.stats.failed_batches) == (2, 2)
+        assert (batcher.stats.split_batches, batcher.stats.failed_batches) == (1, 0)
 
     run(main)
 
@@ -324,6 +325,32 @@ def test_a_caller_gone_during_a_split_is_not_run_again() -> None:
         assert results[1]["y"].tolist() == [[4.0]] and results[2]["y"].tolist() == [[6.0]]
         assert isinstance(results[3], asyncio.CancelledError)
         assert model.batches == [1, 4, 2, 1, 1, 1]  # [3] ran alone, without the departed 4
+        assert batcher.stats.dropped_cancelled == 1
+
+    run(main)
+
+
+def test_cancelled_during_a_split_every_caller_still_gets_an_answer() -> None:
+    """Shutdown cancels a drain while it re-runs the first half: the half not yet run
+    must not be left waiting."""
+
+    async def main() -> None:
+        def fn(batch: NamedArrays) -> NamedArrays:
+            if batch["x"][:, 0].tolist() == [1, 2]:
+                raise asyncio.CancelledError
+            return refuses_negative(batch)
+
+        model = GatedModel(fn)
+        model.gate = asyncio.Event()
+        batcher = Batcher(model, BatchPolicy(), ManualClock())
+        first = asyncio.create_task(batcher.submit(rows(1, 9), 1))
+        await model.started.wait()
+        queued = [asyncio.create_task(batcher.submit(rows(1, v), 1)) for v in (1, 2, -3, 4)]
+        await asyncio.sleep(0)
+        model.gate.set()
+        await first
+        results = await asyncio.wait_for(asyncio.gather(*queued, return_exceptions=True), 5)
+        assert all(isinstance(r, Overloaded) for r in results), results
 
     run(main)
 

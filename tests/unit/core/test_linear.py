@@ -327,16 +327,22 @@ def test_a_huge_finite_value_is_refused_as_out_of_range_without_a_warning() -> N
 
 
 @pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")  # scikit-learn's own
-def test_without_the_plan_scikit_learn_s_refusal_of_an_overflow_is_out_of_range_too() -> None:
+def test_without_the_plan_scikit_learn_s_refusal_of_an_overflow_is_out_of_range_too(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     """``compile: false`` (or a model the plan does not cover): scikit-learn's scaler turns
     1.7e308 into infinity and its estimator refuses it with a ValueError, which is the data's
     fault (a 422), as the plan's refusal is. Other ValueErrors stay model failures."""
     pipeline = make_pipeline(StandardScaler(), LogisticRegression()).fit(IRIS_X, IRIS_Y)
     model = _model(pipeline, compiled=False)
     assert model.plan is None
-    with pytest.raises(ValueOutOfRange, match="too large for a step of the model") as raised:
-        model.predict({"input": np.array([[1.7e308, 0.0, 0.0, 0.0]])})
+    with caplog.at_level(logging.WARNING, logger="modelport.runtime.sklearn"):
+        for _ in range(2):
+            with pytest.raises(ValueOutOfRange, match="produced NaN or infinity") as raised:
+                model.predict({"input": np.array([[1.7e308, 0.0, 0.0, 0.0]])})
     assert "contains infinity" in str(raised.value.__cause__)
+    # the model's owner hears of it once: the step may be the model's fault
+    assert caplog.text.count("m: a step made NaN or infinity from finite input") == 1
     wrong_width = {"input": np.zeros((1, 3))}  # only the plan's signature check stops this
     with pytest.raises(ValueError, match="features") as other:
         model.predict(wrong_width)

@@ -50,8 +50,10 @@ class SklearnModel(BaseLoadedModel):
         if hasattr(input_end(estimator), "feature_names_in_"):
             warnings.filterwarnings("ignore", message=_NO_NAMES, category=UserWarning)
         self.plan: LinearPlan | None = None
+        self._name = name or type(estimator).__name__
+        self._warned_not_finite = False
         if compiled:
-            self.plan = self._compile(name or type(estimator).__name__)
+            self.plan = self._compile(self._name)
 
     def _compile(self, name: str) -> LinearPlan | None:
         """Linear pipelines run as plain numpy (``_linear.py``) when that matches bit for bit."""
@@ -75,6 +77,18 @@ class SklearnModel(BaseLoadedModel):
         )
         return plan
 
+    def _refused_not_finite(self, exc: ValueError) -> None:
+        """The client gets a 422; the model's owner is told once, since a step that makes
+        NaN or infinity from ordinary values (``log`` of 0, say) is the model's fault."""
+        if not self._warned_not_finite:
+            self._warned_not_finite = True
+            log.warning(
+                "%s: a step made NaN or infinity from finite input, answered as a 422 "
+                "value_out_of_range (scikit-learn: %s); logged once",
+                self._name,
+                exc,
+            )
+
     def predict(self, inputs: NamedArrays) -> NamedArrays:
         x = inputs[INPUT]
         if self.plan is not None and self.plan.takes(x):
@@ -85,9 +99,10 @@ class SklearnModel(BaseLoadedModel):
                 out = np.asarray(method(x))
             except ValueError as exc:
                 if _NOT_FINITE.match(str(exc)):
+                    self._refused_not_finite(exc)
                     raise ValueOutOfRange(
-                        "the model got NaN or infinity: a value is NaN or infinite, or too "
-                        "large for a step of the model (it overflows float64)"
+                        "a step of the model produced NaN or infinity from these values "
+                        "(e.g. a value too large to scale, or outside a function's domain)"
                     ) from exc
                 raise
         if self._proba:
