@@ -167,3 +167,14 @@ def test_without_a_directory_workers_report_their_own(
     with caplog.at_level(logging.WARNING, logger="modelport.workers"):
         assert _workers.make_stats_dir() is None
     assert "each worker reports only its own batch statistics" in caplog.text
+
+
+def test_the_death_log_line_says_what_became_of_queued_connections(tmp_path: Path) -> None:
+    setting = tmp_path / "tcp_migrate_req"
+    assert "were reset)" in _workers.queued_connections_note(setting)  # no such setting
+    setting.write_text("0\n")
+    assert "were reset; sysctl net.ipv4.tcp_migrate_req=1 hands them to the other workers" in (
+        _workers.queued_connections_note(setting)
+    )
+    setting.write_text("1\n")
+    assert "moved to the other workers" in _workers.queued_connections_note(setting)

@@ -54,6 +54,25 @@ def reuseport_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
+MIGRATE_REQ = Path("/proc/sys/net/ipv4/tcp_migrate_req")
+
+
+def queued_connections_note(setting: Path = MIGRATE_REQ) -> str:
+    """What became of the connections waiting in a dead worker's own accept queue, for the
+    log line that reports the death. The kernel resets them, unless (Linux 5.14+)
+    ``net.ipv4.tcp_migrate_req`` is 1: then it moves them to a sibling's socket."""
+    try:
+        value = setting.read_text().strip()
+    except OSError:  # not Linux, or a kernel without the setting
+        return " (connections waiting in its accept queue were reset)"
+    if value == "1":
+        return " (connections waiting in its accept queue moved to the other workers)"
+    return (
+        " (connections waiting in its accept queue were reset; "
+        "sysctl net.ipv4.tcp_migrate_req=1 hands them to the other workers)"
+    )
+
+
 @dataclass(frozen=True)
 class WorkerSlot:
     """Which worker this process is, and the directory the workers share batch statistics
@@ -171,10 +190,11 @@ def run_workers(
                     stop.set()
                     break
                 log.warning(
-                    "worker %d (pid %s) exited with status %s; starting another",
+                    "worker %d (pid %s) exited with status %s; starting another%s",
                     i,
                     process.pid,
                     process.exitcode,
+                    queued_connections_note(),
                 )
                 processes[i] = start(i)  # the same slot: its statistics start again
     finally:
