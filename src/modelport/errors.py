@@ -2,8 +2,9 @@
 
 ModelportError                 code
 ├── InvalidInput               invalid_input        the request does not fit the signature
-│   └── EmptyBatch             empty_batch
-│   └── BatchTooLarge          batch_too_large
+│   ├── EmptyBatch             empty_batch
+│   ├── BatchTooLarge          batch_too_large
+│   └── ValueOutOfRange        value_out_of_range   NaN/infinity the model refuses; may name rows
 ├── MalformedRequest           malformed_request    the body cannot be parsed at all
 ├── UnsupportedMediaType       unsupported_media_type
 ├── PayloadTooLarge            payload_too_large
@@ -52,9 +53,15 @@ class ValueOutOfRange(InvalidInput, ValueError):
     """A value the model cannot compute with: NaN or infinity reaching an estimator that
     refuses them, given (where the signature allows it) or made by a preprocessing step
     that overflows on a finite but huge value. A ``ValueError`` too, as scikit-learn's
-    own refusal is."""
+    own refusal is. ``rows``: where the refusing code knows them, the batch's rows it
+    refused (0-based), so that the batcher can answer the other requests without
+    splitting the batch; empty when unknown."""
 
     code = "value_out_of_range"
+
+    def __init__(self, message: str, rows: tuple[int, ...] = ()) -> None:
+        super().__init__(message)
+        self.rows = rows
 
 
 class BatchTooLarge(InvalidInput):

@@ -13,8 +13,9 @@ already arrived are read and ride along (one non-blocking poll, not a wait).
 Cancelled requests (client gone) and requests past their deadline are dropped before
 inference. A failing batch fails each of its callers with the same error, with one
 exception: a batch the model refuses for its data (``InvalidInput``, e.g. a value that
-overflows a scaler) runs again in halves, down to single requests, so that only the
-requests holding the refused rows get the 422 and their batch-mates get their answers.
+overflows a scaler) runs again without the refused requests (where the error names their
+rows) or in halves, down to single requests, so that only the requests holding the refused
+rows get the 422 and their batch-mates get their answers.
 """
 
 from __future__ import annotations
@@ -148,6 +149,26 @@ class _Item:
         self.future = future
         self.enqueued = enqueued
         self.deadline = deadline
+
+
+def _refused(batch: list[_Item], rows: tuple[int, ...]) -> list[_Item]:
+    """The requests holding the given rows of the concatenated batch; none if no rows are
+    given or one is not a row of this batch (the hint is then not trusted)."""
+    total = sum(it.rows for it in batch)
+    if not rows or not all(isinstance(r, int) and 0 <= r < total for r in rows):
+        return []
+    wanted = sorted(set(rows))
+    found: list[_Item] = []
+    start = 0
+    i = 0
+    for item in batch:
+        end = start + item.rows
+        if i < len(wanted) and wanted[i] < end:
+            found.append(item)
+            while i < len(wanted) and wanted[i] < end:
+                i += 1
+        start = end
+    return found
 
 
 def _concat(items: list[_Item]) -> NamedArrays:
@@ -287,12 +308,15 @@ class Batcher:
 
         A batch the model refuses for its data (``InvalidInput``) is not the fault of every
         request in it: one hostile or out-of-range row would otherwise cost its batch-mates
-        their answers. Such a batch runs again in halves, down to single requests, and only
-        the requests the model refuses alone get the error. A batch of k requests then takes
-        at most 2k - 1 model calls in all (each split makes two non-empty parts); one refused
-        request among k takes 2·ceil(log2 k) more, which re-run about twice the batch's rows.
-        The loop turns between parts, so a caller that leaves meanwhile is not run again.
-        Any other failure is not the data's, and fails the whole batch (or part) at once.
+        their answers. Where the error names the refused rows (``ValueOutOfRange.rows``, as
+        the numpy plan's does), the requests holding them get the error and the others run
+        again once. Otherwise the batch runs again in halves, down to single requests, and
+        only the requests the model refuses alone get the error: a batch of k requests
+        then takes at most 2k - 1 model calls in all (each split makes two non-empty
+        parts); one refused request among k takes 2·ceil(log2 k) more, which re-run about
+        twice the batch's rows. The loop turns between parts, so a caller that leaves
+        meanwhile is not run again. Any other failure is not the data's, and fails the
+        whole batch (or part) at once.
         """
         stats = self.stats
         try:
@@ -304,13 +328,20 @@ class Batcher:
                         f"the model returned {got} rows in output '{name}' for {rows} input rows"
                     )
         except InvalidInput as exc:
-            if len(batch) == 1:
+            refused = _refused(batch, getattr(exc, "rows", ()))
+            if len(batch) == 1 or len(refused) == len(batch):
                 stats.failed_batches += formed
                 self._fail(batch, exc)
                 return
             stats.split_batches += formed
-            half = len(batch) // 2
-            for part in (batch[:half], batch[half:]):
+            if refused:  # the model named the rows: one more call for the others
+                self._fail(refused, exc)
+                named = set(refused)
+                parts = [[it for it in batch if it not in named]]
+            else:
+                half = len(batch) // 2
+                parts = [batch[:half], batch[half:]]
+            for part in parts:
                 await asyncio.sleep(0)  # an inline model would otherwise hold the loop
                 live = [it for it in part if not it.future.done()]
                 stats.dropped_cancelled += len(part) - len(live)  # their callers left

@@ -272,6 +272,73 @@ def test_a_batch_refused_for_one_request_s_data_fails_only_that_request() -> Non
     run(main)
 
 
+def names_negative_rows(batch: NamedArrays) -> NamedArrays:
+    """As the numpy plan does: the refusal names the rows it refused."""
+    negative = np.flatnonzero((batch["x"] < 0).any(axis=1))
+    if negative.size:
+        raise ValueOutOfRange("negative", rows=tuple(negative.tolist()))
+    return {"y": batch["x"] * 2}
+
+
+def queue_behind_a_first_request(
+    fn: Callable[[NamedArrays], NamedArrays], values: list[list[float]]
+) -> tuple[GatedModel, Batcher, list[NamedArrays | BaseException]]:
+    """Helper for the tests below: one request runs, ``values`` (one request each, one
+    row per value) queue behind it and form one batch; returns what each got."""
+    model = GatedModel(fn)
+    model.gate = asyncio.Event()
+    batcher = Batcher(model, BatchPolicy(), ManualClock())
+    results: list[NamedArrays | BaseException] = []
+
+    async def main() -> None:
+        first = asyncio.create_task(batcher.submit(rows(1, 9), 1))
+        await model.started.wait()
+        queued = [
+            asyncio.create_task(
+                batcher.submit({"x": np.array([[v] for v in request], np.float32)}, len(request))
+            )
+            for request in values
+        ]
+        await asyncio.sleep(0)
+        model.gate.set()
+        await first
+        results.extend(await asyncio.gather(*queued, return_exceptions=True))
+
+    run(main)
+    return model, batcher, results
+
+
+def test_a_refusal_that_names_its_rows_costs_one_more_call_not_a_split() -> None:
+    values = [[1, 2], [3, -4], [5], [-6, -7], [8]]
+    model, batcher, results = queue_behind_a_first_request(names_negative_rows, values)
+    assert isinstance(results[1], ValueOutOfRange) and isinstance(results[3], ValueOutOfRange)
+    for i in (0, 2, 4):
+        got = results[i]
+        assert not isinstance(got, BaseException), got
+        assert got["y"][:, 0].tolist() == [2.0 * v for v in values[i]]
+    assert model.batches == [1, 8, 4]  # the batch, then the other three requests once
+    stats = batcher.stats
+    assert (stats.split_batches, stats.failed_batches) == (1, 0)
+
+
+def test_named_rows_that_are_not_in_the_batch_are_not_trusted() -> None:
+    def lies(batch: NamedArrays) -> NamedArrays:
+        if (batch["x"] < 0).any():
+            raise ValueOutOfRange("negative", rows=(-1, 99))  # not rows of any batch here
+        return {"y": batch["x"] * 2}
+
+    model, _, results = queue_behind_a_first_request(lies, [[1], [-2], [3], [4]])
+    assert [isinstance(r, ValueOutOfRange) for r in results] == [False, True, False, False]
+    assert model.batches == [1, 4, 2, 1, 1, 2]  # halved, as with no rows named
+
+
+def test_every_request_named_fails_at_once() -> None:
+    model, batcher, results = queue_behind_a_first_request(names_negative_rows, [[-1], [2, -3]])
+    assert all(isinstance(r, ValueOutOfRange) for r in results)
+    assert model.batches == [1, 3]
+    assert (batcher.stats.split_batches, batcher.stats.failed_batches) == (0, 1)
+
+
 def test_a_model_failure_in_a_split_half_fails_that_half_only() -> None:
     async def main() -> None:
         calls: list[list[float]] = []

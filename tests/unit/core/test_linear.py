@@ -320,6 +320,12 @@ def test_a_huge_finite_value_is_refused_as_out_of_range_without_a_warning() -> N
     with pytest.raises(ValueOutOfRange, match="too large to scale") as raised:
         model.predict({"input": np.array([[1.7e308, 0.0, 0.0, 0.0]])})
     assert isinstance(raised.value, ValueError) and isinstance(raised.value, InvalidInput)
+    assert raised.value.rows == (0,)
+    batch = np.zeros((4, 4))
+    batch[1, 0] = batch[3, 1] = 1.7e308  # features whose scale is below 1: they overflow
+    with pytest.raises(ValueOutOfRange) as raised:
+        model.predict({"input": batch})
+    assert raised.value.rows == (1, 3)  # the batcher answers the other rows' requests
     # scaled fine, but the logits overflow: the softmax still gives probabilities
     out = model.predict({"input": np.array([[0.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 3.07e307]])})
     assert np.isfinite(out["probabilities"]).all()

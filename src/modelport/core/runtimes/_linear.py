@@ -91,9 +91,11 @@ class LinearPlan:
             for step in self.transforms:  # each makes a new array: x is never written
                 x = step(x)
             if not np.isfinite(x).all():  # what the estimator's own input check refuses
+                refused = np.flatnonzero(~np.isfinite(x).all(axis=1))  # rows map 1:1
                 raise ValueOutOfRange(
                     f"{self.names[-1]} got NaN or infinity: a value is NaN or infinite, or "
-                    "too large to scale (the scaled value overflows float64)"
+                    "too large to scale (the scaled value overflows float64)",
+                    rows=tuple(refused.tolist()),
                 )
             return self.head(x)
 
