@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import operator
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, fields
@@ -96,11 +97,13 @@ class BatchStats:
     dropped_deadline: int = 0
     dropped_cancelled: int = 0
     rejected_overload: int = 0
+    # batches in which the model failed for a reason other than the data (in any part of a
+    # split batch), or which it refused for their data as a whole; once each
     failed_batches: int = 0
     # one-row batches run on the idle workers' cores too (core/busy.py; counted by the executor)
     lone_row_batches: int = 0
-    # batches the model refused for their data, run again in halves (see ``_attempt``);
-    # counted once each, not in ``failed_batches``
+    # batches the model refused for some requests' data, run again without them (see
+    # ``Batcher._attempt``); once each
     split_batches: int = 0
 
     @classmethod
@@ -151,24 +154,28 @@ class _Item:
         self.deadline = deadline
 
 
-def _refused(batch: list[_Item], rows: tuple[int, ...]) -> list[_Item]:
-    """The requests holding the given rows of the concatenated batch; none if no rows are
-    given or one is not a row of this batch (the hint is then not trusted)."""
-    total = sum(it.rows for it in batch)
-    if not rows or not all(isinstance(r, int) and 0 <= r < total for r in rows):
+def _refused(batch: list[_Item], rows: Any, total: int) -> list[_Item]:
+    """The requests holding the given rows (0-based, of ``batch`` concatenated, ``total``
+    rows in all). None if no rows are given, or if they are not all whole numbers in
+    range: a hint the batcher cannot trust, or read, is ignored (the batch is halved)."""
+    try:
+        wanted = sorted({operator.index(r) for r in rows})
+    except (TypeError, ValueError):
         return []
-    wanted = sorted(set(rows))
-    found: list[_Item] = []
-    start = 0
-    i = 0
-    for item in batch:
-        end = start + item.rows
-        if i < len(wanted) and wanted[i] < end:
-            found.append(item)
-            while i < len(wanted) and wanted[i] < end:
-                i += 1
-        start = end
-    return found
+    if not wanted or wanted[0] < 0 or wanted[-1] >= total:
+        return []
+    ends = np.cumsum([it.rows for it in batch])
+    return [batch[i] for i in sorted(set(np.searchsorted(ends, wanted, side="right").tolist()))]
+
+
+class _Outcome:
+    """What became of one formed batch, for its statistics."""
+
+    __slots__ = ("failed", "split")
+
+    def __init__(self) -> None:
+        self.split = False
+        self.failed = False
 
 
 def _concat(items: list[_Item]) -> NamedArrays:
@@ -295,16 +302,20 @@ class Batcher:
         stats.rows += rows
         if rows > stats.max_batch_rows:
             stats.max_batch_rows = rows
+        outcome = _Outcome()
         try:
-            await self._attempt(batch, rows, formed=True)
+            await self._attempt(batch, rows, outcome)
         except asyncio.CancelledError:
             # the whole batch: a split one may have halves that have not run yet
             self._fail(batch, Overloaded("the model version is shutting down"))
             raise
+        finally:
+            stats.split_batches += outcome.split
+            stats.failed_batches += outcome.failed
 
-    async def _attempt(self, batch: list[_Item], rows: int, formed: bool = False) -> None:
-        """Run ``batch`` and answer each of its callers. ``formed``: the batch as the queue
-        gave it (statistics count it once), not a part of one being split.
+    async def _attempt(self, batch: list[_Item], rows: int, outcome: _Outcome) -> None:
+        """Run ``batch`` (a formed batch, or a part of one being split) and answer each of
+        its callers; ``outcome`` records what happened, for the formed batch's statistics.
 
         A batch the model refuses for its data (``InvalidInput``) is not the fault of every
         request in it: one hostile or out-of-range row would otherwise cost its batch-mates
@@ -318,7 +329,6 @@ class Batcher:
         meanwhile is not run again. Any other failure is not the data's, and fails the
         whole batch (or part) at once.
         """
-        stats = self.stats
         try:
             outputs = await self._run_batch(_concat(batch))
             for name, value in outputs.items():
@@ -328,32 +338,30 @@ class Batcher:
                         f"the model returned {got} rows in output '{name}' for {rows} input rows"
                     )
         except InvalidInput as exc:
-            refused = _refused(batch, getattr(exc, "rows", ()))
+            refused = _refused(batch, getattr(exc, "rows", ()), rows)
             if len(batch) == 1 or len(refused) == len(batch):
-                stats.failed_batches += formed
                 self._fail(batch, exc)
+                outcome.failed |= not outcome.split  # refused as a whole, not a split's part
                 return
-            stats.split_batches += formed
+            outcome.split = True
             if refused:  # the model named the rows: one more call for the others
                 self._fail(refused, exc)
-                named = set(refused)
-                parts = [[it for it in batch if it not in named]]
+                parts = [[it for it in batch if it not in refused]]
             else:
                 half = len(batch) // 2
                 parts = [batch[:half], batch[half:]]
             for part in parts:
                 await asyncio.sleep(0)  # an inline model would otherwise hold the loop
-                live = [it for it in part if not it.future.done()]
-                stats.dropped_cancelled += len(part) - len(live)  # their callers left
+                live = [it for it in part if not it.future.done()]  # callers may have left
                 if live:
-                    await self._attempt(live, sum(it.rows for it in live))
+                    await self._attempt(live, sum(it.rows for it in live), outcome)
             return
         except ModelportError as exc:
-            stats.failed_batches += formed
+            outcome.failed = True
             self._fail(batch, exc)
             return
         except Exception as exc:
-            stats.failed_batches += formed
+            outcome.failed = True
             log.error("model raised on a batch of %d rows: %s: %s", rows, type(exc).__name__, exc)
             self._fail(batch, ModelFailed(f"the model raised {type(exc).__name__}"))
             return

@@ -55,7 +55,7 @@ from modelport.core.executors import Executor
 from modelport.core.registry import ExecutorFactory
 from modelport.core.runtime import ModelConfig
 from modelport.core.signature import NamedArrays, Signature
-from modelport.errors import ConfigError, InvalidInput, ModelFailed, WorkerFailed
+from modelport.errors import ConfigError, ModelFailed, WorkerFailed
 
 log = logging.getLogger("modelport.process_executor")
 
@@ -220,14 +220,14 @@ class _Worker:
 _REFUSAL_CHARS = 500
 
 
-def _input_error(kind: str) -> type[InvalidInput] | None:
+def _input_error(kind: str) -> type[errors.InvalidInput] | None:
     """The ``InvalidInput`` class a worker's error names, if it is one of modelport's own
     (a refusal of the data, such as the numpy plan's ``ValueOutOfRange``); None otherwise."""
     module, _, name = kind.rpartition(".")
     if module != errors.__name__:
         return None
     cls = getattr(errors, name, None)
-    return cls if isinstance(cls, type) and issubclass(cls, InvalidInput) else None
+    return cls if isinstance(cls, type) and issubclass(cls, errors.InvalidInput) else None
 
 
 class ProcessExecutor:

@@ -231,45 +231,15 @@ def test_a_failing_batch_fails_every_caller_with_the_same_error() -> None:
     run(main)
 
 
+# ── a batch refused for some requests' data ──────────────────────────────────
+
+
 def refuses_negative(batch: NamedArrays) -> NamedArrays:
-    """A model that refuses a batch holding any negative row, as the numpy plan refuses an
-    overflowing one: the data's fault (a 422), not the model's."""
+    """A model that refuses a batch holding any negative row, as scikit-learn refuses an
+    overflowing one: the data's fault (a 422), not the model's; it does not say which."""
     if (batch["x"] < 0).any():
         raise ValueOutOfRange("negative")
     return {"y": batch["x"] * 2}
-
-
-def test_a_batch_refused_for_one_request_s_data_fails_only_that_request() -> None:
-    async def main() -> None:
-        model = GatedModel(refuses_negative)
-        model.gate = asyncio.Event()
-        batcher = Batcher(model, BatchPolicy(), ManualClock())
-        first = asyncio.create_task(batcher.submit(rows(1), 1))
-        await model.started.wait()
-        values = [1, 2, -3, 4, 5, 6, 7, 8]  # the third request is refused
-        queued = [
-            asyncio.create_task(batcher.submit({"x": np.array([[v], [v]], np.float32)}, 2))
-            for v in values
-        ]
-        await asyncio.sleep(0)
-        model.gate.set()
-        await first
-        results = await asyncio.gather(*queued, return_exceptions=True)
-        for value, result in zip(values, results, strict=True):
-            if value < 0:
-                assert isinstance(result, ValueOutOfRange)
-            else:
-                assert not isinstance(result, BaseException), result
-                assert result["y"].tolist() == [[2.0 * value]] * 2
-        # 8 requests (16 rows) refused; its first half [1, 2, -3, 4] refused, so [1, 2] runs,
-        # then [-3, 4] is refused, so [-3] (refused alone) and [4]; then [5, 6, 7, 8]
-        assert model.batches == [1, 16, 8, 4, 4, 2, 2, 8]
-        stats = batcher.stats
-        # counted once per batch formed, not per re-run
-        assert (stats.batches, stats.requests, stats.rows) == (2, 9, 17)
-        assert (stats.split_batches, stats.failed_batches) == (1, 0)
-
-    run(main)
 
 
 def names_negative_rows(batch: NamedArrays) -> NamedArrays:
@@ -280,146 +250,159 @@ def names_negative_rows(batch: NamedArrays) -> NamedArrays:
     return {"y": batch["x"] * 2}
 
 
-def queue_behind_a_first_request(
-    fn: Callable[[NamedArrays], NamedArrays], values: list[list[float]]
-) -> tuple[GatedModel, Batcher, list[NamedArrays | BaseException]]:
-    """Helper for the tests below: one request runs, ``values`` (one request each, one
-    row per value) queue behind it and form one batch; returns what each got."""
+Outcome = NamedArrays | BaseException
+
+
+def batch_behind_a_first_request(
+    fn: Callable[[NamedArrays], NamedArrays],
+    requests: list[list[float]],
+    on_queued: Callable[[list[asyncio.Task[NamedArrays]]], None] = lambda tasks: None,
+) -> tuple[GatedModel, Batcher, list[Outcome]]:
+    """One request (x = 9) runs while ``requests`` (one row per value) queue behind it and
+    form one batch; returns what each of them got. ``on_queued`` sees their tasks."""
     model = GatedModel(fn)
     model.gate = asyncio.Event()
     batcher = Batcher(model, BatchPolicy(), ManualClock())
-    results: list[NamedArrays | BaseException] = []
+    results: list[Outcome] = []
 
     async def main() -> None:
         first = asyncio.create_task(batcher.submit(rows(1, 9), 1))
         await model.started.wait()
         queued = [
             asyncio.create_task(
-                batcher.submit({"x": np.array([[v] for v in request], np.float32)}, len(request))
+                batcher.submit({"x": np.array([[v] for v in values], np.float32)}, len(values))
             )
-            for request in values
+            for values in requests
         ]
+        on_queued(queued)
         await asyncio.sleep(0)
         model.gate.set()
         await first
-        results.extend(await asyncio.gather(*queued, return_exceptions=True))
+        # a bounded wait: a caller left without an answer fails the test, not hangs it
+        results.extend(await asyncio.wait_for(asyncio.gather(*queued, return_exceptions=True), 10))
 
     run(main)
     return model, batcher, results
 
 
-def test_a_refusal_that_names_its_rows_costs_one_more_call_not_a_split() -> None:
-    values = [[1, 2], [3, -4], [5], [-6, -7], [8]]
-    model, batcher, results = queue_behind_a_first_request(names_negative_rows, values)
-    assert isinstance(results[1], ValueOutOfRange) and isinstance(results[3], ValueOutOfRange)
-    for i in (0, 2, 4):
-        got = results[i]
-        assert not isinstance(got, BaseException), got
-        assert got["y"][:, 0].tolist() == [2.0 * v for v in values[i]]
-    assert model.batches == [1, 8, 4]  # the batch, then the other three requests once
-    stats = batcher.stats
+def answered(result: Outcome, values: list[float]) -> bool:
+    return not isinstance(result, BaseException) and result["y"][:, 0].tolist() == [
+        2.0 * v for v in values
+    ]
+
+
+def test_a_batch_refused_for_one_request_s_data_fails_only_that_request() -> None:
+    requests = [[v, v] for v in (1, 2, -3, 4, 5, 6, 7, 8)]  # two rows each; the third refused
+    model, batcher, results = batch_behind_a_first_request(refuses_negative, requests)
+    for values, result in zip(requests, results, strict=True):
+        assert isinstance(result, ValueOutOfRange) if values[0] < 0 else answered(result, values)
+    # 8 requests (16 rows) refused; its first half [1, 2, -3, 4] refused, so [1, 2] runs,
+    # then [-3, 4] is refused, so [-3] (refused alone) and [4]; then [5, 6, 7, 8]
+    assert model.batches == [1, 16, 8, 4, 4, 2, 2, 8]
+    stats = batcher.stats  # counted once per batch formed, not per re-run
+    assert (stats.batches, stats.requests, stats.rows) == (2, 9, 17)
     assert (stats.split_batches, stats.failed_batches) == (1, 0)
 
 
-def test_named_rows_that_are_not_in_the_batch_are_not_trusted() -> None:
-    def lies(batch: NamedArrays) -> NamedArrays:
+def test_a_refusal_that_names_its_rows_costs_one_more_call_not_a_split() -> None:
+    requests = [[1, 2], [3, -4], [5], [-6, -7], [8]]
+    model, batcher, results = batch_behind_a_first_request(names_negative_rows, requests)
+    assert isinstance(results[1], ValueOutOfRange) and isinstance(results[3], ValueOutOfRange)
+    assert all(answered(results[i], requests[i]) for i in (0, 2, 4))
+    assert model.batches == [1, 8, 4]  # the batch, then the other three requests once
+    assert (batcher.stats.split_batches, batcher.stats.failed_batches) == (1, 0)
+
+
+@pytest.mark.parametrize(
+    "named",
+    [
+        np.array([2]),  # numpy's own integers: read as rows (request [-2])
+        [np.int64(2)],
+    ],
+)
+def test_rows_named_as_numpy_integers_are_read(named: object) -> None:
+    def fn(batch: NamedArrays) -> NamedArrays:
         if (batch["x"] < 0).any():
-            raise ValueOutOfRange("negative", rows=(-1, 99))  # not rows of any batch here
+            raise ValueOutOfRange("negative", rows=named)  # type: ignore[arg-type]
         return {"y": batch["x"] * 2}
 
-    model, _, results = queue_behind_a_first_request(lies, [[1], [-2], [3], [4]])
+    model, _, results = batch_behind_a_first_request(fn, [[1, 2], [-3], [4]])
+    assert isinstance(results[1], ValueOutOfRange)
+    assert answered(results[0], [1, 2]) and answered(results[2], [4])
+    assert model.batches == [1, 4, 3]
+
+
+@pytest.mark.parametrize(
+    "named",
+    [(-1,), (99,), (0, 99), (0.5,), ("1",), 7, [[1]], object()],
+)
+def test_named_rows_that_cannot_be_read_or_trusted_are_ignored(named: object) -> None:
+    """Rows out of the batch, not whole numbers, or not a collection: the batch is halved
+    as if none were named, and every caller still gets an answer."""
+
+    def fn(batch: NamedArrays) -> NamedArrays:
+        if (batch["x"] < 0).any():
+            raise ValueOutOfRange("negative", rows=named)  # type: ignore[arg-type]
+        return {"y": batch["x"] * 2}
+
+    model, _, results = batch_behind_a_first_request(fn, [[1], [-2], [3], [4]])
     assert [isinstance(r, ValueOutOfRange) for r in results] == [False, True, False, False]
-    assert model.batches == [1, 4, 2, 1, 1, 2]  # halved, as with no rows named
+    assert model.batches == [1, 4, 2, 1, 1, 2]  # halved
 
 
 def test_every_request_named_fails_at_once() -> None:
-    model, batcher, results = queue_behind_a_first_request(names_negative_rows, [[-1], [2, -3]])
+    model, batcher, results = batch_behind_a_first_request(names_negative_rows, [[-1], [2, -3]])
     assert all(isinstance(r, ValueOutOfRange) for r in results)
     assert model.batches == [1, 3]
     assert (batcher.stats.split_batches, batcher.stats.failed_batches) == (0, 1)
 
 
 def test_a_model_failure_in_a_split_half_fails_that_half_only() -> None:
-    async def main() -> None:
-        calls: list[list[float]] = []
+    calls: list[list[float]] = []
 
-        def fn(batch: NamedArrays) -> NamedArrays:
-            calls.append(batch["x"][:, 0].tolist())
-            if calls[-1] == [1.0, 2.0]:  # the first half's re-run: the model itself fails
-                raise RuntimeError("broken")
-            return refuses_negative(batch)
+    def fn(batch: NamedArrays) -> NamedArrays:
+        calls.append(batch["x"][:, 0].tolist())
+        if calls[-1] == [1.0, 2.0]:  # the first half's re-run: the model itself fails
+            raise RuntimeError("broken")
+        return refuses_negative(batch)
 
-        model = GatedModel(fn)
-        model.gate = asyncio.Event()
-        batcher = Batcher(model, BatchPolicy(), ManualClock())
-        first = asyncio.create_task(batcher.submit(rows(1, 9), 1))
-        await model.started.wait()
-        queued = [asyncio.create_task(batcher.submit(rows(1, v), 1)) for v in (1, 2, -3, 4)]
-        await asyncio.sleep(0)
-        model.gate.set()
-        await first
-        results = await asyncio.gather(*queued, return_exceptions=True)
-        # a failure that is not the data's is not split further: both of [1, 2] get it
-        assert isinstance(results[0], ModelFailed) and isinstance(results[1], ModelFailed)
-        assert isinstance(results[2], ValueOutOfRange)
-        assert results[3]["y"].tolist() == [[8.0]]
-        assert calls == [[9], [1, 2, -3, 4], [1, 2], [-3, 4], [-3], [4]]
-        assert (batcher.stats.split_batches, batcher.stats.failed_batches) == (1, 0)
-
-    run(main)
+    _, batcher, results = batch_behind_a_first_request(fn, [[1], [2], [-3], [4]])
+    # a failure that is not the data's is not split further: both of [1, 2] get it
+    assert isinstance(results[0], ModelFailed) and isinstance(results[1], ModelFailed)
+    assert isinstance(results[2], ValueOutOfRange) and answered(results[3], [4])
+    assert calls == [[9], [1, 2, -3, 4], [1, 2], [-3, 4], [-3], [4]]
+    # split, and failed for the model's own reason in a part: both show
+    assert (batcher.stats.split_batches, batcher.stats.failed_batches) == (1, 1)
 
 
 def test_a_caller_gone_during_a_split_is_not_run_again() -> None:
-    async def main() -> None:
-        queued: list[asyncio.Task[NamedArrays]] = []
+    queued: list[asyncio.Task[NamedArrays]] = []
 
-        def fn(batch: NamedArrays) -> NamedArrays:
-            if batch["x"][:, 0].tolist() == [-1, 2]:  # the first half's re-run:
-                queued[3].cancel()  # meanwhile 4's client leaves (as the HTTP layer does)
-            return refuses_negative(batch)
+    def fn(batch: NamedArrays) -> NamedArrays:
+        if batch["x"][:, 0].tolist() == [-1, 2]:  # the first half's re-run:
+            queued[3].cancel()  # meanwhile 4's client leaves (as the HTTP layer does)
+        return refuses_negative(batch)
 
-        model = GatedModel(fn)
-        model.gate = asyncio.Event()
-        batcher = Batcher(model, BatchPolicy(), ManualClock())
-        first = asyncio.create_task(batcher.submit(rows(1), 1))
-        await model.started.wait()
-        queued += [asyncio.create_task(batcher.submit(rows(1, v), 1)) for v in (-1, 2, 3, 4)]
-        await asyncio.sleep(0)
-        model.gate.set()
-        await first
-        results = await asyncio.gather(*queued, return_exceptions=True)
-        assert isinstance(results[0], ValueOutOfRange)
-        assert results[1]["y"].tolist() == [[4.0]] and results[2]["y"].tolist() == [[6.0]]
-        assert isinstance(results[3], asyncio.CancelledError)
-        assert model.batches == [1, 4, 2, 1, 1, 1]  # [3] ran alone, without the departed 4
-        assert batcher.stats.dropped_cancelled == 1
-
-    run(main)
+    model, _, results = batch_behind_a_first_request(
+        fn, [[-1], [2], [3], [4]], on_queued=queued.extend
+    )
+    assert isinstance(results[0], ValueOutOfRange)
+    assert answered(results[1], [2]) and answered(results[2], [3])
+    assert isinstance(results[3], asyncio.CancelledError)
+    assert model.batches == [1, 4, 2, 1, 1, 1]  # [3] ran alone, without the departed 4
 
 
 def test_cancelled_during_a_split_every_caller_still_gets_an_answer() -> None:
     """Shutdown cancels a drain while it re-runs the first half: the half not yet run
     must not be left waiting."""
 
-    async def main() -> None:
-        def fn(batch: NamedArrays) -> NamedArrays:
-            if batch["x"][:, 0].tolist() == [1, 2]:
-                raise asyncio.CancelledError
-            return refuses_negative(batch)
+    def fn(batch: NamedArrays) -> NamedArrays:
+        if batch["x"][:, 0].tolist() == [1, 2]:
+            raise asyncio.CancelledError
+        return refuses_negative(batch)
 
-        model = GatedModel(fn)
-        model.gate = asyncio.Event()
-        batcher = Batcher(model, BatchPolicy(), ManualClock())
-        first = asyncio.create_task(batcher.submit(rows(1, 9), 1))
-        await model.started.wait()
-        queued = [asyncio.create_task(batcher.submit(rows(1, v), 1)) for v in (1, 2, -3, 4)]
-        await asyncio.sleep(0)
-        model.gate.set()
-        await first
-        results = await asyncio.wait_for(asyncio.gather(*queued, return_exceptions=True), 5)
-        assert all(isinstance(r, Overloaded) for r in results), results
-
-    run(main)
+    _, _, results = batch_behind_a_first_request(fn, [[1], [2], [-3], [4]])
+    assert all(isinstance(r, Overloaded) for r in results), results
 
 
 def test_output_row_count_mismatch_is_detected() -> None:

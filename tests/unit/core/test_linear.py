@@ -348,7 +348,7 @@ def test_without_the_plan_scikit_learn_s_refusal_of_an_overflow_is_out_of_range_
                 model.predict({"input": np.array([[1.7e308, 0.0, 0.0, 0.0]])})
     assert "contains infinity" in str(raised.value.__cause__)
     # the model's owner hears of it once: the step may be the model's fault
-    assert caplog.text.count("m: a step made NaN or infinity from finite input") == 1
+    assert caplog.text.count("m: NaN or infinity reached the estimator") == 1
     wrong_width = {"input": np.zeros((1, 3))}  # only the plan's signature check stops this
     with pytest.raises(ValueError, match="features") as other:
         model.predict(wrong_width)

@@ -83,8 +83,9 @@ class SklearnModel(BaseLoadedModel):
         if not self._warned_not_finite:
             self._warned_not_finite = True
             log.warning(
-                "%s: a step made NaN or infinity from finite input, answered as a 422 "
-                "value_out_of_range (scikit-learn: %s); logged once",
+                "%s: NaN or infinity reached the estimator, answered as a 422 "
+                "value_out_of_range (scikit-learn: %s); a step may make them from ordinary "
+                "values; logged once per model",
                 self._name,
                 exc,
             )
