@@ -154,17 +154,17 @@ class _Item:
         self.deadline = deadline
 
 
-def _refused(batch: list[_Item], rows: Any, total: int) -> list[_Item]:
-    """The requests holding the given rows (0-based, of ``batch`` concatenated, ``total``
-    rows in all). None if no rows are given, or if they are not all whole numbers in
-    range: a hint the batcher cannot trust, or read, is ignored (the batch is halved)."""
+def _refused(batch: list[_Item], rows: Any) -> list[_Item]:
+    """The requests holding the given rows (0-based, of ``batch`` concatenated). None if
+    no rows are given, or if they are not all whole numbers in range: a hint the batcher
+    cannot trust, or read, is ignored (the batch is halved)."""
     try:
         wanted = sorted({operator.index(r) for r in rows})
-    except (TypeError, ValueError):
-        return []
-    if not wanted or wanted[0] < 0 or wanted[-1] >= total:
+    except Exception:  # whatever the model put there: only the hint is lost
         return []
     ends = np.cumsum([it.rows for it in batch])
+    if not wanted or wanted[0] < 0 or wanted[-1] >= int(ends[-1]):
+        return []
     return [batch[i] for i in sorted(set(np.searchsorted(ends, wanted, side="right").tolist()))]
 
 
@@ -309,6 +309,10 @@ class Batcher:
             # the whole batch: a split one may have halves that have not run yet
             self._fail(batch, Overloaded("the model version is shutting down"))
             raise
+        except Exception:  # a fault of the batcher's own: no caller may be left waiting
+            log.exception("the batcher failed on a batch of %d rows", rows)
+            outcome.failed = True
+            self._fail(batch, ModelFailed("the batch could not be completed"))
         finally:
             stats.split_batches += outcome.split
             stats.failed_batches += outcome.failed
@@ -338,7 +342,7 @@ class Batcher:
                         f"the model returned {got} rows in output '{name}' for {rows} input rows"
                     )
         except InvalidInput as exc:
-            refused = _refused(batch, getattr(exc, "rows", ()), rows)
+            refused = _refused(batch, getattr(exc, "rows", ()))
             if len(batch) == 1 or len(refused) == len(batch):
                 self._fail(batch, exc)
                 outcome.failed |= not outcome.split  # refused as a whole, not a split's part

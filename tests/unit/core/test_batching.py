@@ -383,13 +383,14 @@ def test_a_caller_gone_during_a_split_is_not_run_again() -> None:
             queued[3].cancel()  # meanwhile 4's client leaves (as the HTTP layer does)
         return refuses_negative(batch)
 
-    model, _, results = batch_behind_a_first_request(
+    model, batcher, results = batch_behind_a_first_request(
         fn, [[-1], [2], [3], [4]], on_queued=queued.extend
     )
     assert isinstance(results[0], ValueOutOfRange)
     assert answered(results[1], [2]) and answered(results[2], [3])
     assert isinstance(results[3], asyncio.CancelledError)
     assert model.batches == [1, 4, 2, 1, 1, 1]  # [3] ran alone, without the departed 4
+    assert batcher.stats.dropped_cancelled == 0  # it left after inference, not before
 
 
 def test_cancelled_during_a_split_every_caller_still_gets_an_answer() -> None:
@@ -401,8 +402,29 @@ def test_cancelled_during_a_split_every_caller_still_gets_an_answer() -> None:
             raise asyncio.CancelledError
         return refuses_negative(batch)
 
-    _, _, results = batch_behind_a_first_request(fn, [[1], [2], [-3], [4]])
+    _, batcher, results = batch_behind_a_first_request(fn, [[1], [2], [-3], [4]])
     assert all(isinstance(r, Overloaded) for r in results), results
+    # the split that began is counted; a shutdown is not a model failure
+    assert (batcher.stats.split_batches, batcher.stats.failed_batches) == (1, 0)
+
+
+def test_a_fault_in_the_batcher_itself_answers_every_caller_and_it_keeps_working(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from modelport.core import batching
+
+    def broken(batch: object, rows: object) -> list[object]:
+        raise RuntimeError("a bug in the split")
+
+    monkeypatch.setattr(batching, "_refused", broken)
+    _, batcher, results = batch_behind_a_first_request(refuses_negative, [[1], [-2]])
+    assert all(isinstance(r, ModelFailed) for r in results), results
+    assert batcher.stats.failed_batches == 1
+
+    async def after() -> None:
+        assert (await batcher.submit(rows(1, 3), 1))["y"].tolist() == [[6.0]]
+
+    run(after)
 
 
 def test_output_row_count_mismatch_is_detected() -> None:
