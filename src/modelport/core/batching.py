@@ -253,10 +253,7 @@ class Batcher:
             if item.deadline is not None and now > item.deadline:
                 queue.popleft()
                 self._queued_rows -= item.rows
-                self.stats.dropped_deadline += 1
-                item.future.set_exception(
-                    DeadlineExceeded("the request's deadline passed while it was queued")
-                )
+                self._expire(item, "it was queued")
                 continue
             if batch and total + item.rows > limit:
                 break
@@ -329,9 +326,9 @@ class Batcher:
         only the requests the model refuses alone get the error: a batch of k requests
         then takes at most 2k - 1 model calls in all (each split makes two non-empty
         parts); one refused request among k takes 2·ceil(log2 k) more, which re-run about
-        twice the batch's rows. The loop turns between parts, so a caller that leaves
-        meanwhile is not run again. Any other failure is not the data's, and fails the
-        whole batch (or part) at once.
+        twice the batch's rows. The loop turns between parts, and a request whose caller
+        left or whose deadline passed meanwhile is not run again. Any other failure is not
+        the data's, and fails the whole batch (or part) at once.
         """
         try:
             outputs = await self._run_batch(_concat(batch))
@@ -356,7 +353,7 @@ class Batcher:
                 parts = [batch[:half], batch[half:]]
             for part in parts:
                 await asyncio.sleep(0)  # an inline model would otherwise hold the loop
-                live = [it for it in part if not it.future.done()]  # callers may have left
+                live = self._still_wanted(part)
                 if live:
                     await self._attempt(live, sum(it.rows for it in live), outcome)
             return
@@ -379,6 +376,27 @@ class Batcher:
             if not item.future.done():
                 item.future.set_result({name: v[start:end] for name, v in outputs.items()})
             start = end
+
+    def _still_wanted(self, part: list[_Item]) -> list[_Item]:
+        """The requests of a split batch's ``part`` worth running again: not those whose
+        caller left, nor those whose deadline passed meanwhile (504, as in the queue)."""
+        now = self._clock.now()
+        live = []
+        for item in part:
+            if item.future.done():
+                continue
+            if item.deadline is not None and now > item.deadline:
+                self._expire(item, "its batch was split")
+                continue
+            live.append(item)
+        return live
+
+    def _expire(self, item: _Item, meanwhile: str) -> None:
+        """Answer a request whose deadline passed before it ran (504), and count it."""
+        self.stats.dropped_deadline += 1
+        item.future.set_exception(
+            DeadlineExceeded(f"the request's deadline passed while {meanwhile}")
+        )
 
     @staticmethod
     def _fail(batch: list[_Item], exc: ModelportError) -> None:

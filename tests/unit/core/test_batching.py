@@ -393,6 +393,40 @@ def test_a_caller_gone_during_a_split_is_not_run_again() -> None:
     assert batcher.stats.dropped_cancelled == 0  # it left after inference, not before
 
 
+def test_a_deadline_passed_during_a_split_is_a_504_not_another_run() -> None:
+    clock = ManualClock()
+    model = GatedModel()
+    seen: list[list[float]] = []
+
+    def fn(batch: NamedArrays) -> NamedArrays:
+        seen.append(batch["x"][:, 0].tolist())
+        if seen[-1] == [-1, 2]:
+            clock.advance(5)  # the first half's re-run takes long: 3's deadline passes
+        return refuses_negative(batch)
+
+    model._fn = fn
+    model.gate = asyncio.Event()
+    batcher = Batcher(model, BatchPolicy(), clock)
+
+    async def main() -> list[Outcome]:
+        first = asyncio.create_task(batcher.submit(rows(1, 9), 1))
+        await model.started.wait()
+        queued = [
+            asyncio.create_task(batcher.submit(rows(1, v), 1, deadline=clock.now() + d))
+            for v, d in ((-1, 60), (2, 60), (3, 1), (4, 60))
+        ]
+        await asyncio.sleep(0)
+        model.gate.set()
+        await first
+        return await asyncio.wait_for(asyncio.gather(*queued, return_exceptions=True), 10)
+
+    results = asyncio.run(main())
+    assert isinstance(results[0], ValueOutOfRange) and answered(results[1], [2])
+    assert isinstance(results[2], DeadlineExceeded) and answered(results[3], [4])
+    assert seen == [[9], [-1, 2, 3, 4], [-1, 2], [-1], [2], [4]]  # 3 did not run again
+    assert batcher.stats.dropped_deadline == 1
+
+
 def test_cancelled_during_a_split_every_caller_still_gets_an_answer() -> None:
     """Shutdown cancels a drain while it re-runs the first half: the half not yet run
     must not be left waiting."""
