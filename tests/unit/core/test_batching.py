@@ -257,22 +257,31 @@ def batch_behind_a_first_request(
     fn: Callable[[NamedArrays], NamedArrays],
     requests: list[list[float]],
     on_queued: Callable[[list[asyncio.Task[NamedArrays]]], None] = lambda tasks: None,
+    clock: ManualClock | None = None,
+    timeouts: list[float | None] | None = None,
 ) -> tuple[GatedModel, Batcher, list[Outcome]]:
     """One request (x = 9) runs while ``requests`` (one row per value) queue behind it and
-    form one batch; returns what each of them got. ``on_queued`` sees their tasks."""
+    form one batch; returns what each of them got. ``on_queued`` sees their tasks;
+    ``timeouts`` gives each request a deadline that many seconds after it is queued."""
     model = GatedModel(fn)
     model.gate = asyncio.Event()
-    batcher = Batcher(model, BatchPolicy(), ManualClock())
+    clock = clock or ManualClock()
+    batcher = Batcher(model, BatchPolicy(), clock)
     results: list[Outcome] = []
+    after = timeouts or [None] * len(requests)
 
     async def main() -> None:
         first = asyncio.create_task(batcher.submit(rows(1, 9), 1))
         await model.started.wait()
         queued = [
             asyncio.create_task(
-                batcher.submit({"x": np.array([[v] for v in values], np.float32)}, len(values))
+                batcher.submit(
+                    {"x": np.array([[v] for v in values], np.float32)},
+                    len(values),
+                    deadline=None if timeout is None else clock.now() + timeout,
+                )
             )
-            for values in requests
+            for values, timeout in zip(requests, after, strict=True)
         ]
         on_queued(queued)
         await asyncio.sleep(0)
@@ -395,7 +404,6 @@ def test_a_caller_gone_during_a_split_is_not_run_again() -> None:
 
 def test_a_deadline_passed_during_a_split_is_a_504_not_another_run() -> None:
     clock = ManualClock()
-    model = GatedModel()
     seen: list[list[float]] = []
 
     def fn(batch: NamedArrays) -> NamedArrays:
@@ -404,23 +412,9 @@ def test_a_deadline_passed_during_a_split_is_a_504_not_another_run() -> None:
             clock.advance(5)  # the first half's re-run takes long: 3's deadline passes
         return refuses_negative(batch)
 
-    model._fn = fn
-    model.gate = asyncio.Event()
-    batcher = Batcher(model, BatchPolicy(), clock)
-
-    async def main() -> list[Outcome]:
-        first = asyncio.create_task(batcher.submit(rows(1, 9), 1))
-        await model.started.wait()
-        queued = [
-            asyncio.create_task(batcher.submit(rows(1, v), 1, deadline=clock.now() + d))
-            for v, d in ((-1, 60), (2, 60), (3, 1), (4, 60))
-        ]
-        await asyncio.sleep(0)
-        model.gate.set()
-        await first
-        return await asyncio.wait_for(asyncio.gather(*queued, return_exceptions=True), 10)
-
-    results = asyncio.run(main())
+    _, batcher, results = batch_behind_a_first_request(
+        fn, [[-1], [2], [3], [4]], clock=clock, timeouts=[60, 60, 1, 60]
+    )
     assert isinstance(results[0], ValueOutOfRange) and answered(results[1], [2])
     assert isinstance(results[2], DeadlineExceeded) and answered(results[3], [4])
     assert seen == [[9], [-1, 2, 3, 4], [-1, 2], [-1], [2], [4]]  # 3 did not run again
