@@ -71,6 +71,13 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         await send({"type": "http.response.body", "body": b"ok"})
     elif path == "/boom":
         raise RuntimeError("boom")
+    elif path == "/headers":  # the request's header names, after its body (and trailers)
+        await _read(receive)
+        await _json(send, 200, sorted(name.decode() for name, _ in scope["headers"]))
+    elif path == "/raise-after":  # a whole answer, then an error (as Starlette's 500 does)
+        await _read(receive)
+        await _json(send, 500, {"error": "after"})
+        raise RuntimeError("after the answer")
     elif path == "/wait":
         await _read(receive)
         message = await receive()  # blocks until the client goes away

@@ -7,6 +7,7 @@ head, slow clients, hostile response headers, app crashes, and disconnects.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -306,3 +307,95 @@ def test_upgrade_request_is_answered_as_http_then_closed(server: str) -> None:
         data = _read_all(sock)
     assert data.startswith(b"HTTP/1.1 200 OK\r\n")
     _healthy(server)
+
+
+def test_trailer_fields_are_not_merged_into_the_headers(server: str) -> None:
+    """A chunked body's trailer fields never join the request's headers (RFC 9110, 6.5.1):
+    a proxy in front may have filtered those headers."""
+    sock = _connect(server)
+    sock.sendall(
+        b"POST /headers HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"2\r\n{}\r\n0\r\nX-Api-Key: smuggled\r\nContent-Type: text/plain\r\n\r\n"
+    )
+    [(status, _, body)] = _read_responses(sock, 1)
+    assert status == 200
+    assert json.loads(body) == ["host", "transfer-encoding"]
+    sock.close()
+
+
+def test_a_trailer_that_never_ends_gets_431(server: str) -> None:
+    sock = _connect(server)
+    sock.sendall(b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
+    sock.sendall(b"2\r\n{}\r\n0\r\nX-Long: ")
+    answer = b""
+    with pytest.raises(OSError):  # the server hangs up while we are still sending
+        for _ in range(64):
+            sock.sendall(b"a" * 16384)
+            time.sleep(0.005)
+    sock.settimeout(5)
+    with contextlib.suppress(OSError):
+        answer = _read_all(sock)
+    assert answer == b"" or answer.startswith(b"HTTP/1.1 431 ")
+    sock.close()
+    _healthy(server)
+
+
+def test_a_flood_of_pipelined_requests_is_bounded(server: str) -> None:
+    """At most MAX_PIPELINE requests wait behind the one being answered; the last one
+    parsed is answered with ``connection: close`` and the client sends the rest again."""
+    from modelport.api.protocol import MAX_PIPELINE
+
+    sock = _connect(server)
+    request = b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}"
+    with contextlib.suppress(OSError):  # the server may hang up before we finish
+        sock.sendall(request * 2000)
+    sock.settimeout(10)
+    answers = _read_all(sock)
+    count = answers.count(b"HTTP/1.1 200 OK")
+    assert 1 <= count <= MAX_PIPELINE + 1
+    assert answers.count(b"connection: close") == 1
+    sock.close()
+    _healthy(server)
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"GET /echo HTTP/1.1\r\n\r\n",
+        b"GET /echo HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+    ],
+    ids=["no-host", "two-hosts"],
+)
+def test_an_http_11_request_without_exactly_one_host_gets_400(server: str, head: bytes) -> None:
+    sock = _connect(server)
+    sock.sendall(head)
+    answer = _read_all(sock)
+    assert answer.startswith(b"HTTP/1.1 400 ")
+    assert b"exactly one Host header" in answer
+    sock.close()
+    sock = _connect(server)  # HTTP/1.0 needs none
+    sock.sendall(b"GET /echo HTTP/1.0\r\n\r\n")
+    assert _read_all(sock).startswith(b"HTTP/1.1 200 ")
+    sock.close()
+
+
+def test_an_error_after_a_complete_answer_keeps_the_connection(server: str) -> None:
+    sock = _connect(server)
+    sock.sendall(
+        b"GET /raise-after HTTP/1.1\r\nHost: x\r\n\r\n"
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc"
+    )
+    (first, _, _), (second, _, body) = _read_responses(sock, 2)
+    assert (first, second) == (500, 200)
+    assert json.loads(body)["length"] == 3
+    sock.close()
+
+
+def test_http_10_streamed_answer_is_not_chunked(server: str) -> None:
+    sock = _connect(server)
+    sock.sendall(b"GET /stream HTTP/1.0\r\n\r\n")
+    answer = _read_all(sock)
+    head, body = answer.split(b"\r\n\r\n", 1)
+    assert b"transfer-encoding" not in head.lower()
+    assert body == b"one,two,three"
+    sock.close()

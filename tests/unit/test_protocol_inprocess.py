@@ -271,10 +271,11 @@ def test_a_chunk_with_one_requests_body_and_the_next_ones_head_is_not_counted_as
     asyncio.run(main())
 
 
-def test_a_malformed_request_behind_one_being_answered_closes_at_once() -> None:
-    """A 400 for a pipelined request while the one before it is still being answered
-    closes the connection as before: a half-closed one would refuse that answer's
-    writes."""
+def test_a_malformed_request_behind_one_being_answered_gets_its_400_after_that_answer() -> None:
+    """Answers go out in request order (RFC 9112, section 9.3.2): a malformed request
+    pipelined behind one still being answered gets its 400 once that answer is out, then
+    the connection closes in stages. (It used to be written at once, ahead of the answer
+    the client was waiting for, which was then lost.)"""
 
     async def slow(scope: dict[str, Any], receive: Any, send: Any) -> None:
         await receive()
@@ -289,9 +290,11 @@ def test_a_malformed_request_behind_one_being_answered_closes_at_once() -> None:
         transport = FakeTransport()
         protocol.connection_made(transport)
         protocol.data_received(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nNOT HTTP\r\n\r\n")
+        await asyncio.sleep(0)
+        assert transport.writes == [] and not transport.closed
         await asyncio.sleep(0.05)
-        assert transport.closed and not transport.eof_written
-        assert transport.writes[0].startswith(b"HTTP/1.1 400 ")
+        assert [w[:12] for w in transport.writes] == [b"HTTP/1.1 200", b"HTTP/1.1 400"]
+        assert transport.eof_written
         protocol.connection_lost(None)
 
     asyncio.run(main())
@@ -323,3 +326,204 @@ async def _predict(protocol: HttpProtocol) -> None:
     protocol.data_received(head % len(body) + body)
     for _ in range(5):
         await asyncio.sleep(0)
+
+
+def _connection(app: Any, keep_alive_s: float = 5.0) -> tuple[HttpProtocol, FakeTransport]:
+    config = uvicorn.Config(app, log_config=None, lifespan="off", timeout_keep_alive=keep_alive_s)
+    protocol = HttpProtocol(config, ServerState(), {})
+    transport = FakeTransport()
+    protocol.connection_made(transport)
+    return protocol, transport
+
+
+async def _turns(count: int = 10) -> None:
+    for _ in range(count):
+        await asyncio.sleep(0)
+
+
+def test_no_requests_are_read_while_the_client_does_not_read_our_answers() -> None:
+    """Write backpressure: once the transport's buffer is full (pause_writing), reading
+    stops until it drains, so a client that sends requests and never reads the answers
+    cannot make the server buffer answers without bound."""
+
+    async def main() -> None:
+        protocol, transport = _connection(app)
+        protocol.data_received(REQUEST)
+        await _turns()
+        protocol.pause_writing()
+        assert protocol.flow.read_paused
+        protocol.data_received(REQUEST)  # already in flight: its answer waits for the drain
+        await _turns()
+        assert len(transport.writes) == 1
+        assert protocol.flow.read_paused
+        protocol.resume_writing()
+        await _turns()
+        assert len(transport.writes) == 2
+        assert not protocol.flow.read_paused
+        protocol.connection_lost(None)
+
+    asyncio.run(main())
+
+
+def test_pipelined_requests_answered_at_once_do_not_recurse(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Queued direct-path requests answered synchronously (here a 404 each) are started
+    one loop turn apart, not from inside the previous answer: 400 of them used to exhaust
+    the stack and leave the connection hanging."""
+    monkeypatch.setattr(protocol_module, "MAX_PIPELINE", 1000)
+
+    async def main() -> None:
+        _, protocol, transport = await _direct_protocol(tmp_path, ServerState())
+        slow = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"  # ASGI: answered on a later turn
+        missing = b"POST /v1/models/nope/predict HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}"
+        protocol.data_received(slow + missing * 400)
+        for _ in range(2000):
+            await asyncio.sleep(0)
+            if len(transport.writes) == 401:
+                break
+        assert len(transport.writes) == 401
+        assert all(w.startswith(b"HTTP/1.1 404 ") for w in transport.writes[1:])
+        protocol.connection_lost(None)
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("expect", [b"", b"Expect: 100-continue\r\n"], ids=["plain", "expect"])
+def test_an_answer_before_the_body_arrives_closes_a_kept_alive_connection(expect: bytes) -> None:
+    """What the client sends after such an answer is the rest of its body (or nothing,
+    if it waits for a 100 Continue), so no next request can be told apart: the answer
+    says ``connection: close`` and the connection closes in stages."""
+
+    async def main() -> None:
+        protocol, transport = _connection(refuse_unread)
+        protocol.data_received(
+            b"POST /p HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n" + expect + b"\r\n"
+        )
+        await _turns()
+        assert len(transport.writes) == 1
+        assert transport.writes[0].startswith(b"HTTP/1.1 413 ")
+        assert b"\r\nconnection: close\r\n" in transport.writes[0]
+        assert transport.eof_written
+        protocol.connection_lost(None)
+
+    asyncio.run(main())
+
+
+@pytest.fixture
+def short_stall(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(protocol_module, "STALL_S", 0.05)
+
+
+@pytest.mark.usefixtures("short_stall")
+def test_a_request_body_that_stops_arriving_gets_408_and_a_close() -> None:
+    async def main() -> None:
+        protocol, transport = _connection(read_all, keep_alive_s=0.02)
+        protocol.data_received(b"POST /p HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nab")
+        await asyncio.sleep(0.06)
+        assert not transport.closed  # progress within STALL_S
+        protocol.data_received(b"cd")
+        await asyncio.sleep(0.25)
+        assert transport.closed
+        assert transport.writes[0].startswith(b"HTTP/1.1 408 ")
+        protocol.connection_lost(None)
+
+    asyncio.run(main())
+
+
+@pytest.mark.usefixtures("short_stall")
+def test_a_client_that_stops_reading_our_answer_is_cut_off() -> None:
+    async def main() -> None:
+        protocol, transport = _connection(app, keep_alive_s=0.02)
+        protocol.data_received(REQUEST)
+        await _turns()
+        transport.buffered = 1 << 20
+        protocol.pause_writing()
+        await asyncio.sleep(0.04)
+        transport.buffered -= 1000  # the client reads a little: progress
+        await asyncio.sleep(0.04)
+        assert not transport.closed
+        await asyncio.sleep(0.2)
+        assert transport.aborted  # close() would wait for a drain that never comes
+        protocol.connection_lost(None)
+
+    asyncio.run(main())
+
+
+@pytest.mark.usefixtures("short_stall")
+def test_a_slow_app_is_not_timed_as_a_stalled_client() -> None:
+    async def slow(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await receive()
+        await asyncio.sleep(0.3)
+        await app_answer(send)
+
+    async def main() -> None:
+        protocol, transport = _connection(slow, keep_alive_s=0.02)
+        protocol.data_received(REQUEST)
+        await asyncio.sleep(0.25)  # five times STALL_S, and more than ten keep-alive times
+        assert not transport.closed
+        await asyncio.sleep(0.1)
+        assert transport.writes[0].startswith(b"HTTP/1.1 200 ")
+        protocol.connection_lost(None)
+
+    asyncio.run(main())
+
+
+async def app_answer(send: Any) -> None:
+    headers = [(b"content-length", b"2")]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": b"{}"})
+
+
+def test_http_10_expect_100_continue_is_ignored() -> None:
+    async def main() -> None:
+        protocol, transport = _connection(read_all)
+        protocol.data_received(
+            b"POST /p HTTP/1.0\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\n"
+        )
+        await _turns()
+        protocol.data_received(b"{}")
+        await _turns()
+        assert b"100 Continue" not in b"".join(transport.writes)
+        assert transport.writes[0].startswith(b"HTTP/1.1 200 ")
+        protocol.connection_lost(None)
+
+    asyncio.run(main())
+
+
+def test_an_upgrade_request_answered_at_once_closes_the_connection(tmp_path: Any) -> None:
+    """An upgrade request answered by the direct path (a 404, inside the parser's own
+    call) is answered with ``connection: close``, as on the ASGI path; what followed it
+    is not HTTP and is not parsed."""
+
+    async def main() -> None:
+        _, protocol, transport = await _direct_protocol(tmp_path, ServerState())
+        protocol.data_received(
+            b"POST /v1/models/nope/predict HTTP/1.1\r\nHost: x\r\nConnection: upgrade\r\n"
+            b"Upgrade: h2c\r\nContent-Length: 2\r\n\r\n{}GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+        )
+        await _turns()
+        assert len(transport.writes) == 1
+        assert transport.writes[0].startswith(b"HTTP/1.1 404 ")
+        assert b"\r\nconnection: close\r\n" in transport.writes[0]
+        assert transport.closed or transport.eof_written
+        protocol.connection_lost(None)
+
+    asyncio.run(main())
+
+
+def test_the_disconnect_callback_runs_once() -> None:
+    calls: list[int] = []
+
+    async def watching(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        scope["extensions"][protocol_module.ON_DISCONNECT](lambda: calls.append(1))
+        await asyncio.sleep(1)
+
+    async def main() -> None:
+        protocol, _ = _connection(watching)
+        protocol.data_received(b"GET /p HTTP/1.1\r\nHost: x\r\n\r\n")
+        await _turns()
+        protocol.connection_lost(None)
+        assert calls == [1]
+
+    asyncio.run(main())

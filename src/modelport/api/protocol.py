@@ -13,12 +13,26 @@ small request's CPU went (docs/benchmarks.md), doing less per request:
   really has to wait (streamed bodies, the disconnect watch);
 - the keep-alive timer is one per connection, re-armed lazily, not one per request.
 
-It also bounds what uvicorn's httptools protocol leaves open: the request line and headers
-together may be at most ``MAX_HEAD_BYTES`` in ``MAX_HEADERS`` fields (431 otherwise; also
-checked while a header line is still arriving, which httptools buffers whole), and
-a connection that does not finish sending a request's headers within the keep-alive
-timeout is closed (slow-header clients hold no slot forever). A connection that closes
-after an answer sent before its request's body ended (a 413) closes in stages (``_linger``).
+It also bounds what uvicorn's httptools protocol leaves open:
+
+- the request line and headers together may be at most ``MAX_HEAD_BYTES`` in
+  ``MAX_HEADERS`` fields (431 otherwise), and no more than ``_HEAD_FED_LIMIT`` bytes may
+  arrive without the parser getting anywhere (a header or trailer line that never ends,
+  which httptools buffers whole, or endless trailer fields);
+- a chunked body's trailer fields are dropped, never merged into the request's headers
+  (RFC 9110, section 6.5.1: a proxy in front may not have filtered them);
+- at most ``MAX_PIPELINE`` pipelined requests wait behind the one being answered; reading
+  stops while any wait or while the client does not read our answers (write
+  backpressure), so a client that floods requests or never reads holds a bounded amount;
+- a connection that does not finish sending a request's headers within the keep-alive
+  timeout is closed (slow-header clients hold no slot forever), and so is one whose
+  request body stops arriving, or whose client stops reading our answer, for ``STALL_S``;
+- an HTTP/1.1 request must carry exactly one Host header (400 otherwise, RFC 9112,
+  section 3.2);
+- answers go out in request order: a malformed request behind others gets its 400 after
+  their answers;
+- an answer sent before its request's body has arrived (a 413, a 401) closes the
+  connection, in stages (``_linger``), since what the client sends next is not a request.
 
 Scope of HTTP: HTTP/1.0 and 1.1 with keep-alive, pipelining, ``Expect: 100-continue``,
 chunked request and response bodies, HEAD. No WebSocket: an upgrade request is answered
@@ -47,6 +61,13 @@ log = logging.getLogger("modelport.http")
 HIGH_WATER = 1 << 16  # buffered request body bytes before we stop reading the socket
 MAX_HEAD_BYTES = 1 << 16  # request line + headers
 MAX_HEADERS = 128
+# requests parsed and waiting behind the one being answered: past this, parsing stops and
+# the last one's answer closes the connection (the client sends the rest again)
+MAX_PIPELINE = 64
+# a request whose body stops arriving, or a client that stops reading our answer, is
+# given up after this long without progress (checked lazily: STALL_S to STALL_S plus the
+# keep-alive timeout); nginx's client_body_timeout and send_timeout play this part
+STALL_S = 30.0
 # raw bytes: MAX_HEAD_BYTES counts the URL, names and values; add the framing (": ", CRLF
 # per header; method and version) so a head within the limits is never refused
 _HEAD_FED_LIMIT = MAX_HEAD_BYTES + 4 * MAX_HEADERS + 1024
@@ -140,11 +161,22 @@ class HttpProtocol(asyncio.Protocol):
         self.url = b""
         self.headers: list[tuple[bytes, bytes]] = []
         self.head_bytes = 0
+        self.hosts = 0  # Host headers seen
         self.expect_continue = False
         self.declared: bytes | None = None  # the first Content-Length
         self.origin = False  # an Origin header came (a browser: CORS applies)
         self.in_head = False  # between the first byte of a request and its headers' end
-        self.head_fed = 0  # bytes of data_received calls that were all request head
+        self.error: tuple[int, str] | None = None  # why a callback stopped the parser
+        # bytes received in all, and the count when the parser last got somewhere (a
+        # request began or ended, body bytes came): the difference is what the parser is
+        # holding without progress (see data_received)
+        self.received = 0
+        self.progress_at = 0
+        self.watch_mark: tuple[int, int] | None = None  # see _check_idle
+        # no more requests are read from this connection: the parser stopped (a malformed
+        # request, or too many pipelined), and what is owed is answered first
+        self.parsing_stopped = False
+        self.refusal: bytes | None = None  # an error answer owed after those before it
         self.stopping = False  # the server is shutting down (``shutdown``)
 
     # -- connection --------------------------------------------------------------------
@@ -160,7 +192,10 @@ class HttpProtocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.connections.discard(self)
-        for cycle in (self.active, self.cycle, *(queued for queued, _ in self.pipeline)):
+        # each cycle once (the one being answered is often also the last parsed): a
+        # disconnect callback must run once
+        everyone = (self.active, self.cycle, *(queued for queued, _ in self.pipeline))
+        for cycle in {id(cycle): cycle for cycle in everyone}.values():
             if cycle is not None:
                 if not cycle.complete:
                     cycle.disconnected = True
@@ -179,50 +214,81 @@ class HttpProtocol(asyncio.Protocol):
         self.parser = None  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
-        in_head, headers = self.in_head, self.headers
+        self.received += len(data)
+        if self.parsing_stopped and not isinstance(self.parser, _Discard):
+            return  # nothing more is read as requests here (a lingering close still counts)
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
             # no WebSocket here: the request is served as plain HTTP, then we hang up
+            # (on_headers_complete turned its keep-alive off where it could tell); what
+            # follows it is not parsed
+            self.parsing_stopped = True
             cycle = self.cycle
             if cycle is not None and not cycle.complete:
                 cycle.keep_alive = False
                 cycle.more_body = False
                 cycle.wake()
         except httptools.HttpParserError:
-            # httptools wraps what a callback raises, so the cause is read from our flag
-            if self.head_bytes > MAX_HEAD_BYTES or len(self.headers) >= MAX_HEADERS:
-                self._reject(431, "Request line and headers are too large.")
-            else:
-                self._reject(400, "Invalid HTTP request received.")
+            if self.parsing_stopped:  # too many pipelined: see on_message_begin
+                return
+            # httptools wraps what a callback raises, so the cause is read from our note
+            status, message = self.error or (400, "Invalid HTTP request received.")
+            self._reject(status, message)
         else:
-            if in_head and self.in_head and self.headers is headers:
-                # all of ``data`` was the head of one request (no other began: a new one
-                # gets a new ``headers`` list), and it is not over: httptools holds a
-                # header line until it ends, so its size is checked here too, not only
-                # once it ends (a header that never ends would grow without bound)
-                self.head_fed += len(data)
-                if self.head_fed > _HEAD_FED_LIMIT:
-                    self._reject(431, "Request line and headers are too large.")
+            if self.received - self.progress_at > _HEAD_FED_LIMIT:
+                # httptools holds a header (or trailer) line until it ends, so a line that
+                # never ends, or trailer fields without end, would grow without bound:
+                # whole reads that got the parser nowhere are counted here
+                self._reject(431, "Request line and headers are too large.")
 
     def _reject(self, status: int, message: str) -> None:
         if isinstance(self.parser, _Discard):  # lingering: our side is closed for writing
             return
-        if not self.transport.is_closing():
-            self.transport.write(_plain(status, message))
-            active = self.active
-            # the rest of the request may still be on its way; but a response still being
-            # written needs the connection whole, so that case closes at once
-            self._hang_up(unread=active is None or active.complete)
+        self.parsing_stopped = True
+        if self.transport.is_closing():
+            return
+        active = self.active
+        if active is not None and not active.complete:
+            if active is self.cycle and active.more_body:
+                # this request's own body is malformed: it cannot be served, and the
+                # connection cannot go on (its answer, if begun, is cut short)
+                if not active.started:
+                    self.transport.write(_plain(status, message))
+                self.transport.close()
+                return
+            # a later request: its answer goes after those owed before it (RFC 9112,
+            # section 9.3.2), sent by response_complete
+            self.refusal = _plain(status, message)
+            self.flow.pause_reading()
+            return
+        if self.pipeline:  # the next queued request is about to start (_start_next)
+            self.refusal = _plain(status, message)
+            self.flow.pause_reading()
+            return
+        self.transport.write(_plain(status, message))
+        self._hang_up(unread=True)  # the rest of the request may still be on its way
 
     def eof_received(self) -> None:
         pass
 
     def pause_writing(self) -> None:
+        # the client is not reading our answers: read no more requests until it does,
+        # and time it (_check_idle)
         self.flow.pause_writing()
+        self.flow.pause_reading()
+        if self.timer is None:
+            self.timer = self.loop.call_later(self.keep_alive_s, self._check_idle)
 
     def resume_writing(self) -> None:
         self.flow.resume_writing()
+        if self._may_read():
+            self.flow.resume_reading()
+
+    def _may_read(self) -> bool:
+        """Whether to read the socket once an answer is out: not while requests wait for
+        theirs, no request can follow, or the client is not reading our answers."""
+        return not (self.pipeline or self.parsing_stopped or self.flow.write_paused)
 
     def shutdown(self) -> None:
         """Graceful shutdown (called by uvicorn): finish the current response, then close."""
@@ -279,23 +345,67 @@ class HttpProtocol(asyncio.Protocol):
             self.timer = self.loop.call_later(self.keep_alive_s, self._check_idle)
 
     def _check_idle(self) -> None:
+        """The connection's one timer: a client owing a request's headers gets the
+        keep-alive time; during a request, one holding it up (its body stops arriving,
+        or it stops reading our answer) gets ``STALL_S`` without progress."""
         self.timer = None
-        if self.idle_since is None or self.transport.is_closing():
+        transport = self.transport
+        if transport.is_closing():
             return
-        left = self.idle_since + self.keep_alive_s - self.loop.time()
-        if left <= 0:
-            self.transport.close()
-        else:
-            self.timer = self.loop.call_later(left, self._check_idle)
+        writing = self.flow.write_paused  # the client is not reading our answers
+        if self.idle_since is not None and not writing:
+            left = self.idle_since + self.keep_alive_s - self.loop.time()
+            if left <= 0:
+                transport.close()
+            else:
+                self.timer = self.loop.call_later(left, self._check_idle)
+            return
+        cycle = self.cycle
+        reading = (
+            self.idle_since is None
+            and cycle is not None
+            and cycle.more_body
+            and not self.flow.read_paused
+        )
+        if not (reading or writing):  # the app is at work: the client owes nothing
+            self.watch_mark = None
+            return
+        mark = (self.received, transport.get_write_buffer_size())
+        if mark != self.watch_mark:  # progress since the last look (or a first look)
+            self.watch_mark = mark
+            self.timer = self.loop.call_later(STALL_S, self._check_idle)
+            return
+        if writing:  # close() would wait for a buffer the client never drains
+            log.info("closing a connection whose client stopped reading for %.0f s", STALL_S)
+            transport.abort()
+            return
+        log.info("closing a connection whose request body stopped for %.0f s", STALL_S)
+        active = self.active
+        if active is not None and not active.started:
+            transport.write(_plain(408, "The request body stopped arriving."))
+        transport.close()
+
+    def _watch(self) -> None:
+        """Make sure the timer runs (``_check_idle``): a request may now wait on the client."""
+        if self.timer is None:
+            self.timer = self.loop.call_later(self.keep_alive_s, self._check_idle)
 
     # -- httptools callbacks -----------------------------------------------------------
 
     def on_message_begin(self) -> None:
+        if len(self.pipeline) >= MAX_PIPELINE:
+            # enough waiting: stop parsing; the last one parsed is answered with
+            # "connection: close" and the client sends this one and the rest again
+            self.parsing_stopped = True
+            self.pipeline[0][0].keep_alive = False
+            self.flow.pause_reading()
+            raise _StopParsing
         self.in_head = True
-        self.head_fed = 0
+        self.progress_at = self.received
         self.url = b""
         self.headers = []
         self.head_bytes = 0
+        self.hosts = 0
         self.expect_continue = False
         self.declared = None
         self.origin = False
@@ -304,14 +414,22 @@ class HttpProtocol(asyncio.Protocol):
         self.url += url
         self.head_bytes += len(url)
         if self.head_bytes > MAX_HEAD_BYTES:
-            raise _HeadTooLarge
+            self.error = _TOO_LARGE
+            raise _StopParsing
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        if not self.in_head:
+            # a chunked body's trailer field: not merged into the headers (RFC 9110,
+            # section 6.5.1); their size is bounded in data_received
+            return
         self.head_bytes += len(name) + len(value)
         if self.head_bytes > MAX_HEAD_BYTES or len(self.headers) >= MAX_HEADERS:
-            raise _HeadTooLarge
+            self.error = _TOO_LARGE
+            raise _StopParsing
         name = name.lower()
-        if name == b"content-length":
+        if name == b"host":
+            self.hosts += 1
+        elif name == b"content-length":
             if self.declared is None:
                 self.declared = value
         elif name == b"origin":
@@ -324,6 +442,10 @@ class HttpProtocol(asyncio.Protocol):
         self.in_head = False
         self.idle_since = None
         parser = self.parser
+        version = parser.get_http_version()
+        if self.hosts != 1 and version != "1.0":
+            self.error = (400, "An HTTP/1.1 request must carry exactly one Host header.")
+            raise _StopParsing
         url = self.url
         if url[:1] == b"/" and b"?" not in url and b"%" not in url and b"#" not in url:
             raw_path, query = url, b""
@@ -333,7 +455,6 @@ class HttpProtocol(asyncio.Protocol):
         path = raw_path.decode("ascii")
         if "%" in path:
             path = unquote(path)
-        version = parser.get_http_version()
         scope = {
             "type": "http",
             "asgi": _ASGI,
@@ -354,15 +475,19 @@ class HttpProtocol(asyncio.Protocol):
         if limit is not None and (len(self.connections) >= limit or len(self.tasks) >= limit):
             log.warning("exceeded the concurrency limit (%d)", limit)
             app = service_unavailable
-        keep_alive = version != "1.0" and parser.should_keep_alive()
+        # an upgrade request is answered as plain HTTP, and then we hang up (what follows
+        # it is not HTTP)
+        keep_alive = version != "1.0" and parser.should_keep_alive() and not parser.should_upgrade()
+        # HTTP/1.0 has no 100 Continue: its expectation is ignored (RFC 9110, section 10.1.1)
+        expect = self.expect_continue and version != "1.0"
         previous = self.cycle
-        cycle = Cycle(self, scope, keep_alive, self.expect_continue)
+        cycle = Cycle(self, scope, keep_alive, expect)
         scope["extensions"] = {ON_DISCONNECT: cycle.on_disconnect}
         direct = self.direct
         if (
             direct is not None
             and app is self.app
-            and not self.expect_continue
+            and not expect
             and direct.accepts(scope["method"], path, self.origin)
         ):
             declared = self.declared or b"0"
@@ -377,6 +502,7 @@ class HttpProtocol(asyncio.Protocol):
             self.pipeline.appendleft((cycle, app))
 
     def on_body(self, body: bytes) -> None:
+        self.progress_at = self.received
         cycle = self.cycle
         if cycle is None or cycle.complete:
             return
@@ -394,6 +520,7 @@ class HttpProtocol(asyncio.Protocol):
         cycle.wake()
 
     def on_message_complete(self) -> None:
+        self.progress_at = self.received
         cycle = self.cycle
         if cycle is None or cycle.complete:
             return
@@ -425,17 +552,34 @@ class HttpProtocol(asyncio.Protocol):
     def response_complete(self, cycle: Cycle) -> None:
         self.server_state.total_requests += 1
         if not cycle.keep_alive:
-            self._hang_up(unread=cycle.more_body)  # the body may still be on its way
+            # the body, or requests we did not parse, may still be on their way
+            self._hang_up(unread=cycle.more_body or self.parsing_stopped)
             return
         if self.transport.is_closing():
             return
-        if self.flow.read_paused:
-            self.flow.resume_reading()
         if self.pipeline:
-            queued, app = self.pipeline.pop()
-            self._start(queued, app)
+            # on the next turn of the loop, not from inside this answer's call stack: a
+            # queued request answered at once (a 422) would otherwise recurse into here
+            self.loop.call_soon(self._start_next)
+        elif self.refusal is not None:  # a malformed request after this one
+            self.transport.write(self.refusal)
+            self.refusal = None
+            self._hang_up(unread=True)
         else:
+            if self.flow.read_paused and self._may_read():
+                self.flow.resume_reading()
             self._idle()
+
+    def _start_next(self) -> None:
+        """Start the request that waited longest behind the one just answered."""
+        if self.transport.is_closing() or not self.pipeline:
+            return
+        queued, app = self.pipeline.pop()
+        if self._may_read():
+            # the last one parsed: its body may still be on its way
+            self.flow.resume_reading()
+        self._watch()
+        self._start(queued, app)
 
 
 _defaults_cache: tuple[Any, bytes | None] = (None, b"")
@@ -455,8 +599,12 @@ def _rendered_defaults(headers: list[tuple[bytes, bytes]]) -> bytes | None:
     return block
 
 
-class _HeadTooLarge(Exception):
-    """Raised from a parser callback to stop parsing an oversized request head."""
+class _StopParsing(Exception):
+    """Raised from a parser callback to stop parsing (the reason is in ``HttpProtocol.error``
+    where an answer is owed)."""
+
+
+_TOO_LARGE = (431, "Request line and headers are too large.")
 
 
 class Cycle:
@@ -593,8 +741,10 @@ class Cycle:
             log.exception("unhandled error in the ASGI app")
             if not self.started:
                 await self._send_500()
-            else:
+            elif not self.complete:  # the answer is cut short: the client must see that
                 self.conn.transport.close()
+            # (after a complete answer, e.g. Starlette re-raising behind its 500, the
+            # connection and the requests queued on it go on)
             return
         if result is not None:
             log.error("the ASGI app returned %r instead of None", result)
@@ -638,11 +788,15 @@ class Cycle:
                 self.chunks = []
                 self.buffered = 0
                 self.delivered = not more
-                conn.flow.resume_reading()
+                if conn.flow.read_paused and conn._may_read():
+                    conn.flow.resume_reading()
                 return {"type": "http.request", "body": body, "more_body": more}
             # nothing yet (a streamed body), or the body is in: wait for the disconnect
+            if self.more_body:
+                conn._watch()  # time a body that stops arriving
             self.waiter = conn.loop.create_future()
-            conn.flow.resume_reading()
+            if conn.flow.read_paused and conn._may_read():
+                conn.flow.resume_reading()
             await self.waiter
             self.waiter = None
 
@@ -674,15 +828,16 @@ class Cycle:
             frame = b"%x\r\n%b\r\n" % (len(body), body) if body else b""
             out = head + frame + (b"" if more else b"0\r\n\r\n")
         else:
-            self.left -= len(body)
-            if self.left < 0:
-                raise RuntimeError("response body longer than its Content-Length")
+            if self.left >= 0:  # -1: delimited by the close (see _start_response)
+                self.left -= len(body)
+                if self.left < 0:
+                    raise RuntimeError("response body longer than its Content-Length")
             out = head + body if head else body
         self.head = b""
         if out:
             conn.transport.write(out)
         if not more:
-            if self.left != 0:
+            if self.left > 0:
                 raise RuntimeError("response body shorter than its Content-Length")
             self.complete = True
             self.wake()
@@ -690,6 +845,11 @@ class Cycle:
 
     def _start_response(self, status: int, headers: Any) -> None:
         conn = self.conn
+        if self.more_body:
+            # answered before its body is in (a 413, a 401): what the client sends next is
+            # that body, or nothing if it waits for a 100 Continue, so no next request can
+            # be told apart on this connection (RFC 9110, section 10.1.1)
+            self.keep_alive = False
         parts = [STATUS_LINES[status]]
         lines = 2  # the status line and the blank line that ends the head
         length: int | None = None
@@ -712,9 +872,14 @@ class Cycle:
         if length is not None and not self.chunked:
             self.left = length
         elif not self.chunked and self.scope["method"] != "HEAD" and status not in _NO_BODY:
-            self.chunked = True
-            parts.append(b"transfer-encoding: chunked\r\n")
-            lines += 1
+            if self.scope["http_version"] == "1.0":
+                # no chunked encoding for HTTP/1.0 (RFC 9112, section 6.1): the body ends
+                # where the connection does (keep_alive is already off for 1.0)
+                self.left = -1
+            else:
+                self.chunked = True
+                parts.append(b"transfer-encoding: chunked\r\n")
+                lines += 1
         parts.append(b"\r\n")
         head = b"".join(parts)
         # A CR or LF inside a name or value (response splitting) shows up as an extra one:
