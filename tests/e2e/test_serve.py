@@ -297,6 +297,31 @@ def test_a_dead_worker_is_replaced_and_stop_is_clean(start_server: Any, tmp_path
     assert not any(Path(f"/proc/{p}").exists() for p in workers - {victim})
 
 
+def test_workers_stop_when_their_supervisor_is_killed(start_server: Any, tmp_path: Path) -> None:
+    """A supervisor killed outright (SIGKILL: no chance to stop them) must not leave its
+    workers serving the port on their own."""
+    import os
+    import time
+
+    server = start_server("--data-dir", str(tmp_path / "data"), "--workers", "2")
+    workers = {
+        p for p in _children(server.proc.pid) if "spawn" in Path(f"/proc/{p}/cmdline").read_text()
+    }
+    assert len(workers) == 2
+    deadline = time.monotonic() + 60  # both up: the signal must reach a serving worker
+    while server.output().count("Application startup complete") < 2:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    os.kill(server.proc.pid, signal.SIGKILL)
+    server.proc.wait()
+    deadline = time.monotonic() + 30  # SIGTERM: uvicorn's graceful shutdown, then exit
+    while any(Path(f"/proc/{p}").exists() for p in workers):
+        assert time.monotonic() < deadline, f"workers still running: {workers}"
+        time.sleep(0.1)
+    with pytest.raises(httpx.TransportError):
+        httpx.get(f"{server.url}/healthz", timeout=2)
+
+
 def test_workers_on_a_taken_port_fail_clearly(tmp_path: Path) -> None:
     import subprocess
     import sys

@@ -11,18 +11,21 @@ settings the parent published), restarts one that dies, gives up if they keep dy
 start-up, and on SIGINT/SIGTERM asks each to shut down gracefully (uvicorn's handling of
 SIGTERM in the worker), then waits. The parent keeps a socket bound to the port (never
 listening, so it takes no connections) to hold the port for the group while workers
-restart.
+restart. Each worker asks the kernel to end it (SIGTERM) when the supervisor dies, so a
+supervisor killed outright (SIGKILL, the OOM killer) leaves no worker serving on its own.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import multiprocessing
 import os
 import shutil
 import signal
 import socket
+import sys
 import tempfile
 import threading
 import time
@@ -121,13 +124,41 @@ def make_stats_dir() -> Path | None:
 
 slot: WorkerSlot | None = None  # in a worker process: its slot; None elsewhere
 
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def exit_with_parent(parent: int) -> None:
+    """End this process with SIGTERM when ``parent`` (the supervisor) dies: uvicorn then
+    shuts the worker down as if the supervisor had asked. Linux only (prctl); elsewhere a
+    worker outlives a supervisor that was killed outright.
+
+    The request covers only a death after it is made, so the parent is checked once
+    more afterwards: a supervisor that died while this worker was starting has already
+    handed it to another parent, and the worker leaves at once."""
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            if libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
+                raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
+        except (OSError, AttributeError) as exc:
+            log.warning("this worker will outlive a killed supervisor (prctl: %s)", exc)
+    if os.getppid() != parent:
+        log.warning("the supervisor (pid %d) is gone; this worker stops", parent)
+        raise SystemExit(1)
+
 
 def _worker_main(
-    config_kwargs: dict[str, Any], host: str, port: int, index: int, stats_dir: Path | None
+    config_kwargs: dict[str, Any],
+    host: str,
+    port: int,
+    index: int,
+    stats_dir: Path | None,
+    supervisor: int,
 ) -> None:
     """One worker: its own socket in the port's SO_REUSEPORT group, then uvicorn's server."""
     import uvicorn
 
+    exit_with_parent(supervisor)
     global slot
     slot = WorkerSlot(index, stats_dir)
     sock = reuseport_socket(host, port)
@@ -160,7 +191,7 @@ def run_workers(
     def start(index: int) -> Any:
         process = context.Process(
             target=_worker_main,
-            args=(config_kwargs, host, port, index, stats_dir),
+            args=(config_kwargs, host, port, index, stats_dir, os.getpid()),
             name="modelport-worker",
         )
         process.start()
