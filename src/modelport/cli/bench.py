@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import socket
-import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +11,7 @@ import click
 import httpx
 import orjson
 
+from modelport.cli._bench_server import BenchServer, sigterm_exits
 from modelport.cli._common import echo_status
 from modelport.cli._loadgen import LoadResult, run_load
 
@@ -37,43 +35,27 @@ def _example_body(url: str, name: str) -> bytes:
     return orjson.dumps({"inputs": {s["name"]: [row(s)] for s in inputs}})
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _start_server(serve_args: list[str]) -> tuple[subprocess.Popen[bytes], str]:
-    port = _free_port()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "modelport",
-            "serve",
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-            *serve_args,
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            err = proc.stderr.read().decode() if proc.stderr else ""
-            raise click.ClickException(f"the server did not start:\n{err}")
-        try:
-            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                return proc, url
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    proc.kill()
-    raise click.ClickException("the server did not become ready within 120 s")
+def _model_ready(url: str, name: str, headers: dict[str, str]) -> bool:
+    """Whether the model's default version is ready: False while the server starts or
+    loads it; a ClickException if it never will be (failed, unknown). Other models'
+    states do not matter, as they would with /readyz."""
+    try:
+        response = httpx.get(f"{url}/v1/models/{name}", headers=headers, timeout=5)
+    except httpx.TransportError:
+        return False  # not listening yet
+    if response.status_code == 404:
+        raise click.ClickException(f"the server has no model {name!r}")
+    if response.status_code != 200:
+        raise click.ClickException(
+            f"GET /v1/models/{name} answered {response.status_code}: {response.text}"
+        )
+    info = response.json()
+    version = next((v for v in info["versions"] if v["version"] == info["default_version"]), None)
+    if version is not None and version["state"] == "failed":
+        raise click.ClickException(
+            f"model {name} version {version['version']} failed to load: {version.get('error')}"
+        )
+    return version is not None and version["state"] == "ready"
 
 
 def _table(rows: list[tuple[LoadResult, dict[str, Any]]]) -> str:
@@ -169,45 +151,64 @@ def bench(
             )
         extra[key.strip()] = value.strip()
 
-    proc = None
-    if url is None:
-        serve_args = [str(p) for p in model_files]
-        if repository is not None:
-            serve_args += ["--repository", str(repository)]
-        if data_dir is not None:
-            serve_args += ["--data-dir", str(data_dir)]
-        echo_status("starting modelport serve for the benchmark")
-        proc, url = _start_server(serve_args)
-    url = url.rstrip("/")
-    try:
-        body = input_file.read() if input_file is not None else _example_body(url, name)
-        target = f"{url}/v1/models/{name}/predict"
-        check = httpx.post(
-            target, content=body, headers={"content-type": "application/json", **extra}, timeout=30
-        )
-        if check.status_code != 200:
-            raise click.ClickException(f"a test request failed ({check.status_code}): {check.text}")
-        rows = []
-        for level in levels:
-            asyncio.run(run_load(target, body, level, warmup, extra))
-            before = _batch_stats(url, name)
-            with click.progressbar(
-                length=int(duration * 10), label=f"{level:>4} connections", file=sys.stderr
-            ) as bar:
-                done = [0]
+    server: BenchServer | None = None
+    with sigterm_exits():
+        try:
+            if url is None:
+                serve_args = [str(p) for p in model_files]
+                if repository is not None:
+                    serve_args += ["--repository", str(repository)]
+                if data_dir is not None:
+                    serve_args += ["--data-dir", str(data_dir)]
+                echo_status("starting modelport serve for the benchmark")
+                server = BenchServer.serve(serve_args)
+                url = server.url
+                server.wait_ready(lambda: _model_ready(server.url, name, extra))
+            rows = _measure(url.rstrip("/"), name, levels, duration, warmup, input_file, extra)
+        finally:
+            if server is not None:
+                server.stop()
+    _report(rows, as_json)
 
-                def tick(elapsed: float, bar: Any = bar, done: list[int] = done) -> None:
-                    step = int(elapsed * 10) - done[0]
-                    if step > 0:
-                        bar.update(step)
-                        done[0] += step
 
-                result = asyncio.run(run_load(target, body, level, duration, extra, tick))
-            rows.append((result, _delta(_batch_stats(url, name), before)))
-    finally:
-        if proc is not None:
-            proc.terminate()
-            proc.wait(timeout=15)
+def _measure(
+    url: str,
+    name: str,
+    levels: list[int],
+    duration: float,
+    warmup: float,
+    input_file: Any,
+    extra: dict[str, str],
+) -> list[tuple[LoadResult, dict[str, Any]]]:
+    """Run each level (warm-up, then the measured run) and read the batch statistics."""
+    body = input_file.read() if input_file is not None else _example_body(url, name)
+    target = f"{url}/v1/models/{name}/predict"
+    check = httpx.post(
+        target, content=body, headers={"content-type": "application/json", **extra}, timeout=30
+    )
+    if check.status_code != 200:
+        raise click.ClickException(f"a test request failed ({check.status_code}): {check.text}")
+    rows = []
+    for level in levels:
+        asyncio.run(run_load(target, body, level, warmup, extra))
+        before = _batch_stats(url, name)
+        with click.progressbar(
+            length=int(duration * 10), label=f"{level:>4} connections", file=sys.stderr
+        ) as bar:
+            done = [0]
+
+            def tick(elapsed: float, bar: Any = bar, done: list[int] = done) -> None:
+                step = int(elapsed * 10) - done[0]
+                if step > 0:
+                    bar.update(step)
+                    done[0] += step
+
+            result = asyncio.run(run_load(target, body, level, duration, extra, tick))
+        rows.append((result, _delta(_batch_stats(url, name), before)))
+    return rows
+
+
+def _report(rows: list[tuple[LoadResult, dict[str, Any]]], as_json: bool) -> None:
     if as_json:
         click.echo(
             orjson.dumps(

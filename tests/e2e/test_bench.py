@@ -1,0 +1,72 @@
+"""``modelport bench`` with the server it starts for itself: nothing may outlive it."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+
+def _running(pid: int) -> bool:
+    try:
+        return "State:\tZ" not in Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+
+
+def _descendants(pid: int) -> set[int]:
+    found, todo = set(), [pid]
+    while todo:
+        try:
+            text = Path(f"/proc/{todo[0]}/task/{todo[0]}/children").read_text()
+        except OSError:
+            text = ""
+        todo.pop(0)
+        for child in map(int, text.split()):
+            found.add(child)
+            todo.append(child)
+    return found
+
+
+def test_sigterm_to_bench_stops_its_server_and_the_servers_workers(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MODELPORT_")}
+    env["MODELPORT_WORKERS"] = "2"  # a supervisor and its workers: the hard case
+    err = tmp_path / "bench.err"
+    with err.open("wb") as stderr:
+        bench = subprocess.Popen(
+            [sys.executable, "-m", "modelport", "bench", "iris", "--data-dir",
+             str(tmp_path / "data"), "-c", "1", "-d", "120", "--warmup", "0"],
+            stdout=subprocess.DEVNULL, stderr=stderr, env=env, cwd=tmp_path,
+        )  # fmt: skip
+    started: set[int] = set()
+    try:
+        deadline = time.monotonic() + 120
+        while "connections" not in err.read_text(errors="replace"):  # the measured run
+            assert bench.poll() is None, err.read_text(errors="replace")
+            assert time.monotonic() < deadline, err.read_text(errors="replace")
+            time.sleep(0.2)
+        started = _descendants(bench.pid)
+        assert len(started) >= 3, started  # the supervisor and its two workers
+        stats_dirs = [d for p in started for d in Path("/dev/shm").glob(f"modelport-stats-{p}-*")]
+        assert stats_dirs
+        bench.send_signal(signal.SIGTERM)
+        assert bench.wait(timeout=60) != 0
+        deadline = time.monotonic() + 10
+        while left := {p for p in started if _running(p)}:
+            assert time.monotonic() < deadline, f"still running: {left}"
+            time.sleep(0.1)
+        assert not any(d.exists() for d in stats_dirs)
+    finally:
+        if bench.poll() is None:
+            bench.kill()
+        for pid in started:  # what a failed run left behind
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
