@@ -178,3 +178,21 @@ def test_the_death_log_line_says_what_became_of_queued_connections(tmp_path: Pat
     )
     setting.write_text("1\n")
     assert "moved to the other workers" in _workers.queued_connections_note(setting)
+
+
+def test_reserving_a_port_another_reuseport_server_listens_on_fails() -> None:
+    """Another server's SO_REUSEPORT socket would let ours join its group and share its
+    connections; the reservation must refuse the port instead (EADDRINUSE)."""
+    import errno
+    import socket
+
+    with socket.socket() as other:
+        other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        port = other.getsockname()[1]
+        with pytest.raises(OSError) as taken:
+            _workers.reserve_port("127.0.0.1", port).close()
+    assert taken.value.errno == errno.EADDRINUSE
+    with _workers.reserve_port("127.0.0.1", port) as mine:  # free again: reserved
+        assert mine.getsockname()[1] == port

@@ -57,6 +57,21 @@ def reuseport_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
+def reserve_port(host: str, port: int) -> socket.socket:
+    """The supervisor's socket holding (host, port) for its workers' SO_REUSEPORT group.
+
+    SO_REUSEPORT alone would also join a group another server of the same user already
+    listens in, and the two would silently share the port's connections. So a plain
+    socket (SO_REUSEADDR only, which a listener on the port refuses) is bound first; it
+    raises EADDRINUSE if anything holds the port. Port 0 needs no check: it is new."""
+    if port != 0:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind((host, port))
+    return reuseport_socket(host, port)
+
+
 MIGRATE_REQ = Path("/proc/sys/net/ipv4/tcp_migrate_req")
 
 
@@ -175,7 +190,7 @@ def run_workers(
 ) -> int:
     """Run ``count`` workers until SIGINT/SIGTERM; returns the exit status. ``on_bound``
     gets the port once it is reserved (the one the system chose, for port 0)."""
-    reserved = reuseport_socket(host, port)  # fails here, clearly, if the port is taken
+    reserved = reserve_port(host, port)  # fails here, clearly, if the port is taken
     port = reserved.getsockname()[1]
     if on_bound is not None:
         on_bound(port)
