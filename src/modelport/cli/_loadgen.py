@@ -3,38 +3,62 @@
 Each connection sends the same request, waits for the whole response, and sends the next
 one until the time is up. It measures what a Python client sees; for the server's own
 ceiling use wrk (``benchmarks/run.py``), which costs far less per request.
+
+Only 2xx answers count in the rate and the latencies: an error page is often much faster
+(or slower) than a prediction, and would make a failing server look good. Other answers
+are counted in ``non_2xx``; failed connections and requests that outlive the run by more
+than ``GRACE_S`` (a server that accepts and never answers) in ``errors``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+GRACE_S = 5.0  # how long a request may run past the end of the run before it is dropped
+
 
 @dataclass
 class LoadResult:
+    """One run: ``latencies_s`` of the 2xx answers; ``elapsed_s`` from the start to the
+    last answer (at least ``seconds``: requests sent before the end finish after it)."""
+
     connections: int
     seconds: float
     latencies_s: list[float] = field(default_factory=list)
     non_2xx: int = 0
     errors: int = 0
+    elapsed_s: float = 0.0
+
+    def record(self, status: int, latency_s: float) -> None:
+        if 200 <= status < 300:
+            self.latencies_s.append(latency_s)
+        else:
+            self.non_2xx += 1
 
     @property
     def requests(self) -> int:
+        """2xx answers."""
         return len(self.latencies_s)
 
     @property
     def rate(self) -> float:
-        return self.requests / self.seconds if self.seconds else 0.0
+        """2xx answers per second of the run, its tail of late answers included."""
+        elapsed = max(self.seconds, self.elapsed_s)
+        return self.requests / elapsed if elapsed else 0.0
 
     def percentile_ms(self, q: float) -> float:
+        """The nearest-rank percentile: the smallest latency with at least ``q`` of them
+        at or below it."""
         if not self.latencies_s:
             return float("nan")
         ordered = sorted(self.latencies_s)
-        return 1000 * ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+        rank = max(1, math.ceil(q * len(ordered)))
+        return 1000 * ordered[min(len(ordered), rank) - 1]
 
 
 def _request_bytes(url: str, body: bytes, headers: dict[str, str]) -> tuple[str, int, bytes]:
@@ -76,26 +100,36 @@ async def run_load(
     seconds: float,
     headers: dict[str, str] | None = None,
     on_tick: Callable[[float], None] | None = None,
+    grace_s: float = GRACE_S,
 ) -> LoadResult:
     host, port, request = _request_bytes(url, body, headers or {})
     result = LoadResult(connections=connections, seconds=seconds)
-    deadline = time.monotonic() + seconds
+    started = time.monotonic()
+    deadline = started + seconds
 
     async def connection() -> None:
         reader: asyncio.StreamReader | None = None
         writer: asyncio.StreamWriter | None = None
+
+        async def exchange() -> int:
+            nonlocal reader, writer
+            if writer is None:
+                reader, writer = await asyncio.open_connection(host, port)
+            assert reader is not None
+            writer.write(request)
+            return await _read_response(reader)
+
         while time.monotonic() < deadline:
             try:
-                if writer is None:
-                    reader, writer = await asyncio.open_connection(host, port)
-                assert reader is not None
                 start = time.perf_counter()
-                writer.write(request)
-                status = await _read_response(reader)
-                result.latencies_s.append(time.perf_counter() - start)
-                if not 200 <= status < 300:
-                    result.non_2xx += 1
+                # never wait on a silent server past the run and its grace; wait_for
+                # cancels the straggler
+                limit = deadline - time.monotonic() + grace_s
+                status = await asyncio.wait_for(exchange(), limit)
+                result.record(status, time.perf_counter() - start)
+                result.elapsed_s = max(result.elapsed_s, time.monotonic() - started)
             except (OSError, ConnectionError, ValueError, asyncio.IncompleteReadError):
+                # TimeoutError is an OSError: a timed-out request is an error too
                 result.errors += 1
                 if writer is not None:
                     writer.close()

@@ -58,17 +58,25 @@ def _model_ready(url: str, name: str, headers: dict[str, str]) -> bool:
     return version is not None and version["state"] == "ready"
 
 
+FAILED_NOTE = "! some requests failed: req/s, p50 and p99 count the 2xx answers only"
+
+
 def _table(rows: list[tuple[LoadResult, dict[str, Any]]]) -> str:
     lines = [
         f"{'conns':>5} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6} "
         f"{'non-2xx':>7} {'mean batch':>10}"
     ]
+    flagged = False
     for r, stats in rows:
+        failed = bool(r.errors or r.non_2xx)
+        flagged |= failed
         lines.append(
             f"{r.connections:>5} {r.rate:>9.0f} {r.percentile_ms(0.5):>8.2f} "
             f"{r.percentile_ms(0.99):>8.2f} {r.errors:>6} {r.non_2xx:>7} "
-            f"{stats.get('mean_batch_rows', 0):>10.2f}"
+            f"{stats.get('mean_batch_rows', 0):>10.2f}" + ("  !" if failed else "")
         )
+    if flagged:
+        lines.append(FAILED_NOTE)
     return "\n".join(lines)
 
 
