@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -70,3 +71,36 @@ def test_sigterm_to_bench_stops_its_server_and_the_servers_workers(tmp_path: Pat
         for pid in started:  # what a failed run left behind
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+
+
+def test_bench_sends_its_headers_on_every_request_to_a_server_with_keys(
+    start_server: Any, tmp_path: Path, demo_data_dir: Path
+) -> None:
+    """With --auth keys, bench's own reads (the model's description, its batch counters)
+    need the key as much as the predictions do."""
+    import json
+
+    from click.testing import CliRunner
+
+    from modelport.cli.keys import keys
+
+    data = tmp_path / "data"
+    server = start_server(
+        "--repository", str(demo_data_dir / "demo"), "--data-dir", str(data), "--auth", "keys"
+    )
+    created = CliRunner().invoke(
+        keys,
+        ["create", "--json", "--name", "bench", "--scopes", "read,predict:iris",
+         "--data-dir", str(data)],
+        catch_exceptions=False,
+    )  # fmt: skip
+    key = json.loads(created.output)["key"]
+    out = subprocess.run(
+        [sys.executable, "-m", "modelport", "bench", "iris", "--url", server.url, "-c", "2",
+         "-d", "0.5", "--warmup", "0", "--header", f"X-API-Key: {key}", "--json"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    (row,) = json.loads(out.stdout)
+    assert row["requests"] > 0 and row["non_2xx"] == 0 and row["errors"] == 0
+    assert row["mean_batch_rows"] >= 1

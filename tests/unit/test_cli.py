@@ -76,3 +76,21 @@ def test_bench_validates_its_flags() -> None:
     assert result.exit_code == 2 and "--concurrency" in result.output
     result = CliRunner().invoke(main, ["bench", "iris", "--header", "novalue", "--url", "http://x"])
     assert result.exit_code == 2 and "--header" in result.output
+
+
+def test_bench_refuses_a_run_with_nothing_to_measure_or_a_url_it_cannot_load() -> None:
+    for flags in (["-d", "0"], ["-d", "-1"], ["--warmup", "-1"]):
+        result = CliRunner().invoke(main, ["bench", "iris", "--url", "http://x", *flags])
+        assert result.exit_code == 2, (flags, result.output)
+        assert flags[0] in result.output
+    result = CliRunner().invoke(main, ["bench", "iris", "--url", "https://127.0.0.1:8443"])
+    assert result.exit_code == 2 and "use an http:// URL" in result.output
+
+
+def test_bench_says_when_the_server_cannot_be_reached() -> None:
+    from tests.conftest import free_port
+
+    url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    result = CliRunner().invoke(main, ["bench", "iris", "--url", url, "-d", "0.1"])
+    assert result.exit_code == 1
+    assert f"Error: cannot reach the server at {url}" in result.output

@@ -6,90 +6,41 @@ import asyncio
 import sys
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import click
 import httpx
 import orjson
 
+from modelport.cli import _bench_model as model
 from modelport.cli._bench_server import BenchServer, sigterm_exits
 from modelport.cli._common import echo_status
 from modelport.cli._loadgen import LoadResult, run_load
 
-
-def _example_body(url: str, name: str) -> bytes:
-    """One row built from the model's signature (mid-range values where a range is known)."""
-    info = httpx.get(f"{url}/v1/models/{name}", timeout=10).raise_for_status().json()
-    version = next(v for v in info["versions"] if v["state"] == "ready")
-    inputs = version["signature"]["inputs"]
-
-    def row(spec: dict[str, Any]) -> Any:
-        shape = [d if d > 0 else 1 for d in spec["shape"][1:]]
-        lo, hi = spec.get("range", [0.0, 1.0])
-        value: Any = "text" if spec["dtype"] in ("str", "object") else (lo + hi) / 2
-        for d in reversed(shape):
-            value = [value] * d
-        return value
-
-    if len(inputs) == 1:
-        return orjson.dumps({"inputs": [row(inputs[0])]})
-    return orjson.dumps({"inputs": {s["name"]: [row(s)] for s in inputs}})
-
-
-def _model_ready(url: str, name: str, headers: dict[str, str]) -> bool:
-    """Whether the model's default version is ready: False while the server starts or
-    loads it; a ClickException if it never will be (failed, unknown). Other models'
-    states do not matter, as they would with /readyz."""
-    try:
-        response = httpx.get(f"{url}/v1/models/{name}", headers=headers, timeout=5)
-    except httpx.TransportError:
-        return False  # not listening yet
-    if response.status_code == 404:
-        raise click.ClickException(f"the server has no model {name!r}")
-    if response.status_code != 200:
-        raise click.ClickException(
-            f"GET /v1/models/{name} answered {response.status_code}: {response.text}"
-        )
-    info = response.json()
-    version = next((v for v in info["versions"] if v["version"] == info["default_version"]), None)
-    if version is not None and version["state"] == "failed":
-        raise click.ClickException(
-            f"model {name} version {version['version']} failed to load: {version.get('error')}"
-        )
-    return version is not None and version["state"] == "ready"
-
-
 FAILED_NOTE = "! some requests failed: req/s, p50 and p99 count the 2xx answers only"
 
 
-def _table(rows: list[tuple[LoadResult, dict[str, Any]]]) -> str:
+Row = tuple[LoadResult, float | None]  # a level's result and its mean batch (None: unknown)
+
+
+def _table(rows: list[Row]) -> str:
     lines = [
         f"{'conns':>5} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6} "
         f"{'non-2xx':>7} {'mean batch':>10}"
     ]
     flagged = False
-    for r, stats in rows:
+    for r, batch in rows:
         failed = bool(r.errors or r.non_2xx)
         flagged |= failed
         lines.append(
             f"{r.connections:>5} {r.rate:>9.0f} {r.percentile_ms(0.5):>8.2f} "
             f"{r.percentile_ms(0.99):>8.2f} {r.errors:>6} {r.non_2xx:>7} "
-            f"{stats.get('mean_batch_rows', 0):>10.2f}" + ("  !" if failed else "")
+            + (f"{batch:>10.2f}" if batch is not None else f"{'-':>10}")
+            + ("  !" if failed else "")
         )
     if flagged:
         lines.append(FAILED_NOTE)
     return "\n".join(lines)
-
-
-def _batch_stats(url: str, name: str) -> dict[str, Any]:
-    info = httpx.get(f"{url}/v1/models/{name}", timeout=10).json()
-    ready = [v for v in info["versions"] if v["state"] == "ready" and "batching" in v]
-    return ready[0]["batching"]["stats"] if ready else {}
-
-
-def _delta(after: dict[str, Any], before: dict[str, Any]) -> dict[str, Any]:
-    batches = after.get("batches", 0) - before.get("batches", 0)
-    rows = after.get("rows", 0) - before.get("rows", 0)
-    return {"mean_batch_rows": rows / batches if batches else 0.0}
 
 
 @click.command()
@@ -107,8 +58,21 @@ def _delta(after: dict[str, Any], before: dict[str, Any]) -> dict[str, Any]:
     show_default=True,
     help="Comma-separated connection counts.",
 )
-@click.option("-d", "--duration", default=10.0, show_default=True, help="Seconds per level.")
-@click.option("--warmup", default=2.0, show_default=True, help="Warm-up seconds per level.")
+@click.option(
+    "-d",
+    "--duration",
+    type=click.FloatRange(min=0, min_open=True),
+    default=10.0,
+    show_default=True,
+    help="Seconds per level.",
+)
+@click.option(
+    "--warmup",
+    type=click.FloatRange(min=0),
+    default=2.0,
+    show_default=True,
+    help="Warm-up seconds per level.",
+)
 @click.option(
     "--input",
     "input_file",
@@ -159,6 +123,8 @@ def bench(
             )
         extra[key.strip()] = value.strip()
 
+    if url is not None:
+        _check_url(url)
     server: BenchServer | None = None
     with sigterm_exits():
         try:
@@ -171,12 +137,27 @@ def bench(
                 echo_status("starting modelport serve for the benchmark")
                 server = BenchServer.serve(serve_args)
                 url = server.url
-                server.wait_ready(lambda: _model_ready(server.url, name, extra))
-            rows = _measure(url.rstrip("/"), name, levels, duration, warmup, input_file, extra)
+                with model.client(url, extra) as http:
+                    server.wait_ready(lambda: model.model_ready(http, name))
+            url = url.rstrip("/")
+            try:
+                rows = _measure(url, name, levels, duration, warmup, input_file, extra)
+            except httpx.TransportError as exc:
+                raise click.ClickException(f"cannot reach the server at {url}: {exc}") from exc
         finally:
             if server is not None:
                 server.stop()
     _report(rows, as_json)
+
+
+def _check_url(url: str) -> None:
+    parts = urlsplit(url)
+    if parts.scheme != "http" or not parts.hostname:
+        raise click.BadParameter(
+            f"use an http:// URL such as http://127.0.0.1:8000, got {url!r} "
+            "(the load generator speaks plain HTTP/1.1)",
+            param_hint="--url",
+        )
 
 
 def _measure(
@@ -187,54 +168,68 @@ def _measure(
     warmup: float,
     input_file: Any,
     extra: dict[str, str],
-) -> list[tuple[LoadResult, dict[str, Any]]]:
-    """Run each level (warm-up, then the measured run) and read the batch statistics."""
-    body = input_file.read() if input_file is not None else _example_body(url, name)
-    target = f"{url}/v1/models/{name}/predict"
-    check = httpx.post(
-        target, content=body, headers={"content-type": "application/json", **extra}, timeout=30
-    )
-    if check.status_code != 200:
-        raise click.ClickException(f"a test request failed ({check.status_code}): {check.text}")
-    rows = []
-    for level in levels:
-        asyncio.run(run_load(target, body, level, warmup, extra))
-        before = _batch_stats(url, name)
-        with click.progressbar(
-            length=int(duration * 10), label=f"{level:>4} connections", file=sys.stderr
-        ) as bar:
-            done = [0]
+) -> list[Row]:
+    """Run each level (warm-up, then the measured run) and read the batch statistics of
+    the served default version around the measured run."""
+    with model.client(url, extra) as http:
+        version = model.served_version(model.describe(http, name))
+        body = input_file.read() if input_file is not None else model.example_body(version)
+        target = f"{url}/v1/models/{name}/predict"
+        check = http.post(
+            target, content=body, headers={"content-type": "application/json"}, timeout=30
+        )
+        if check.status_code != 200:
+            raise click.ClickException(f"a test request failed ({check.status_code}): {check.text}")
 
-            def tick(elapsed: float, bar: Any = bar, done: list[int] = done) -> None:
-                step = int(elapsed * 10) - done[0]
-                if step > 0:
-                    bar.update(step)
-                    done[0] += step
+        def stats() -> model.Stats | None:
+            return model.settled(lambda: model.batch_stats(http, name, version["version"]))
 
-            result = asyncio.run(run_load(target, body, level, duration, extra, tick))
-        rows.append((result, _delta(_batch_stats(url, name), before)))
+        rows: list[Row] = []
+        for level in levels:
+            if warmup:
+                asyncio.run(run_load(target, body, level, warmup, extra))
+            before = stats()
+            result = _run_level(target, body, level, duration, extra)
+            rows.append((result, model.mean_batch(stats(), before)))
     return rows
 
 
-def _report(rows: list[tuple[LoadResult, dict[str, Any]]], as_json: bool) -> None:
-    if as_json:
-        click.echo(
-            orjson.dumps(
-                [
-                    {
-                        "connections": r.connections,
-                        "requests": r.requests,
-                        "req_per_s": r.rate,
-                        "p50_ms": r.percentile_ms(0.5),
-                        "p99_ms": r.percentile_ms(0.99),
-                        "errors": r.errors,
-                        "non_2xx": r.non_2xx,
-                        **stats,
-                    }
-                    for r, stats in rows
-                ],
-                option=orjson.OPT_INDENT_2,
-            ).decode()
-        )
-    else:
+def _run_level(
+    target: str, body: bytes, level: int, duration: float, extra: dict[str, str]
+) -> LoadResult:
+    with click.progressbar(
+        length=int(duration * 10), label=f"{level:>4} connections", file=sys.stderr
+    ) as bar:
+        done = [0]
+
+        def tick(elapsed: float) -> None:
+            step = int(elapsed * 10) - done[0]
+            if step > 0:
+                bar.update(step)
+                done[0] += step
+
+        return asyncio.run(run_load(target, body, level, duration, extra, tick))
+
+
+def _report(rows: list[Row], as_json: bool) -> None:
+    if not as_json:
         click.echo(_table(rows))
+        return
+    click.echo(
+        orjson.dumps(
+            [
+                {
+                    "connections": r.connections,
+                    "requests": r.requests,
+                    "req_per_s": r.rate,
+                    "p50_ms": r.percentile_ms(0.5),
+                    "p99_ms": r.percentile_ms(0.99),
+                    "errors": r.errors,
+                    "non_2xx": r.non_2xx,
+                    "mean_batch_rows": batch,
+                }
+                for r, batch in rows
+            ],
+            option=orjson.OPT_INDENT_2,
+        ).decode()
+    )
