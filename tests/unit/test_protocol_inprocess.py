@@ -437,10 +437,10 @@ def test_a_client_that_stops_reading_our_answer_is_cut_off() -> None:
         protocol, transport = _connection(app, keep_alive_s=0.02)
         protocol.data_received(REQUEST)
         await _turns()
-        transport.buffered = 1 << 20
         protocol.pause_writing()
         await asyncio.sleep(0.04)
-        transport.buffered -= 1000  # the client reads a little: progress
+        protocol.resume_writing()  # the client reads a little: progress
+        protocol.pause_writing()
         await asyncio.sleep(0.04)
         assert not transport.closed
         await asyncio.sleep(0.2)
@@ -525,5 +525,120 @@ def test_the_disconnect_callback_runs_once() -> None:
         await _turns()
         protocol.connection_lost(None)
         assert calls == [1]
+
+    asyncio.run(main())
+
+
+def test_a_flood_of_pipelined_requests_is_parsed_as_the_queue_drains() -> None:
+    """One read of thousands of tiny pipelined requests: parsed a slice at a time, and no
+    further once MAX_PIPELINE wait, the rest kept as bytes (a parsed request costs ~40
+    times its size); every one is answered, in order, on the same connection."""
+
+    async def main() -> None:
+        protocol, transport = _connection(read_all)
+        request = b"POST /p HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}"
+        protocol.data_received(request * 4000)
+        assert len(protocol.pipeline) <= protocol_module.MAX_PIPELINE + (
+            protocol_module._SLICE // len(request) + 1
+        )
+        assert len(protocol.backlog) > len(request) * 3000
+        assert protocol.flow.read_paused
+        for _ in range(20000):
+            await asyncio.sleep(0)
+            if len(transport.writes) == 4000:
+                break
+        assert len(transport.writes) == 4000
+        assert all(w.startswith(b"HTTP/1.1 200 ") for w in transport.writes)
+        assert not transport.closed and not protocol.backlog
+        assert not protocol.flow.read_paused
+        protocol.connection_lost(None)
+
+    asyncio.run(main())
+
+
+def test_a_queued_request_with_a_malformed_body_is_refused_after_the_answers_before_it() -> None:
+    """The request that fails is itself queued, its chunked body broken: it cannot be
+    served, so it leaves the queue and its 400 follows the answer before it (it used to
+    wait for a body that would never be parsed, holding the connection for ever)."""
+
+    async def slow(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await receive()
+        await asyncio.sleep(0.02)
+        await app_answer(send)
+
+    async def main() -> None:
+        protocol, transport = _connection(slow)
+        protocol.data_received(
+            b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n"
+            b"POST /b HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b'5\r\n{"inp\r\nZZZ\r\n'
+        )
+        await asyncio.sleep(0.1)
+        assert [w[:12] for w in transport.writes] == [b"HTTP/1.1 200", b"HTTP/1.1 400"]
+        assert transport.eof_written
+        protocol.connection_lost(None)
+
+    asyncio.run(main())
+
+
+@pytest.mark.usefixtures("short_stall")
+def test_a_close_the_client_never_lets_finish_becomes_an_abort() -> None:
+    """close() waits for our unsent answer; a client that does not read never takes it,
+    so every close the protocol makes on its own is followed by an abort after STALL_S."""
+
+    async def main() -> None:
+        protocol, transport = _connection(app, keep_alive_s=0.02)
+        protocol.data_received(REQUEST)
+        await asyncio.sleep(0.05)  # answered, then idle past the keep-alive time
+        assert transport.closed and not transport.aborted
+        await asyncio.sleep(0.1)
+        assert transport.aborted  # connection_lost never came
+        protocol.connection_lost(None)
+
+    asyncio.run(main())
+
+
+@pytest.mark.usefixtures("short_stall")
+def test_a_client_waiting_for_100_continue_is_not_timed() -> None:
+    """With Expect: 100-continue the client holds its body until the app asks for it
+    (receive), so a slow app is not the client's stall: no 408."""
+
+    async def late(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await asyncio.sleep(0.3)
+        await receive()
+        await app_answer(send)
+
+    async def main() -> None:
+        protocol, transport = _connection(late, keep_alive_s=0.02)
+        protocol.data_received(
+            b"POST /p HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\n"
+        )
+        await asyncio.sleep(0.35)
+        assert transport.writes == [b"HTTP/1.1 100 Continue\r\n\r\n"]
+        protocol.data_received(b"{}")
+        await _turns()
+        assert transport.writes[1].startswith(b"HTTP/1.1 200 ")
+        protocol.connection_lost(None)
+
+    asyncio.run(main())
+
+
+def test_reading_stays_paused_while_the_app_has_not_taken_the_body_it_has() -> None:
+    """A drained write buffer (resume_writing) does not read more of an upload the app
+    has not asked for: past HIGH_WATER the body waits in the socket."""
+
+    async def streams(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await asyncio.sleep(1)
+
+    async def main() -> None:
+        protocol, _ = _connection(streams)
+        protocol.data_received(b"POST /p HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n")
+        protocol.data_received(b"x" * (protocol_module.HIGH_WATER + 1))
+        assert protocol.flow.read_paused
+        protocol.pause_writing()
+        protocol.resume_writing()
+        assert protocol.flow.read_paused
+        protocol.connection_lost(None)
 
     asyncio.run(main())

@@ -61,9 +61,11 @@ log = logging.getLogger("modelport.http")
 HIGH_WATER = 1 << 16  # buffered request body bytes before we stop reading the socket
 MAX_HEAD_BYTES = 1 << 16  # request line + headers
 MAX_HEADERS = 128
-# requests parsed and waiting behind the one being answered: past this, parsing stops and
-# the last one's answer closes the connection (the client sends the rest again)
+# requests parsed and waiting behind the one being answered: past this, the rest of what
+# the client sent waits unparsed (``_feed_slices``); reads larger than _SLICE are parsed a
+# slice at a time so that the queue is checked between slices
 MAX_PIPELINE = 64
+_SLICE = 8192
 # a request whose body stops arriving, or a client that stops reading our answer, is
 # given up after this long without progress (checked lazily: STALL_S to STALL_S plus the
 # keep-alive timeout); nginx's client_body_timeout and send_timeout play this part
@@ -172,11 +174,15 @@ class HttpProtocol(asyncio.Protocol):
         # holding without progress (see data_received)
         self.received = 0
         self.progress_at = 0
-        self.watch_mark: tuple[int, int] | None = None  # see _check_idle
+        self.watch_mark: tuple[int, int] | None = None  # progress at the last look (_check_idle)
         # no more requests are read from this connection: the parser stopped (a malformed
         # request, or too many pipelined), and what is owed is answered first
         self.parsing_stopped = False
         self.refusal: bytes | None = None  # an error answer owed after those before it
+        self.backlog = b""  # received, not parsed yet: the queue was full (_feed_slices)
+        self.drains = 0  # resume_writing calls: the client reading our answers (_check_idle)
+        self.starting = False  # in _start_next's loop
+        self.next_due = False  # an answer completed inside that loop: go on
         self.stopping = False  # the server is shutting down (``shutdown``)
 
     # -- connection --------------------------------------------------------------------
@@ -217,6 +223,30 @@ class HttpProtocol(asyncio.Protocol):
         self.received += len(data)
         if self.parsing_stopped and not isinstance(self.parser, _Discard):
             return  # nothing more is read as requests here (a lingering close still counts)
+        if len(data) > _SLICE or self.backlog:
+            self._feed_slices(data)
+        else:
+            self._feed(data)
+
+    def _feed_slices(self, data: bytes) -> None:
+        """Parse a large read a slice at a time, stopping while ``MAX_PIPELINE`` requests
+        wait: the rest is kept as bytes (``backlog``, no larger than one read) and parsed
+        as the queue drains (``_start_next``). A parsed request costs ~40 times its bytes,
+        so one read of tiny pipelined requests must not all be parsed at once; and a
+        pipelining client is slowed down, not cut off."""
+        if self.backlog:
+            data = self.backlog + data
+            self.backlog = b""
+        for start in range(0, len(data), _SLICE):
+            if self.parsing_stopped or self.transport.is_closing():
+                return
+            if len(self.pipeline) >= MAX_PIPELINE:
+                self.backlog = data[start:]
+                self.flow.pause_reading()
+                return
+            self._feed(data[start : start + _SLICE])
+
+    def _feed(self, data: bytes) -> None:
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -230,8 +260,6 @@ class HttpProtocol(asyncio.Protocol):
                 cycle.more_body = False
                 cycle.wake()
         except httptools.HttpParserError:
-            if self.parsing_stopped:  # too many pipelined: see on_message_begin
-                return
             # httptools wraps what a callback raises, so the cause is read from our note
             status, message = self.error or (400, "Invalid HTTP request received.")
             self._reject(status, message)
@@ -259,15 +287,23 @@ class HttpProtocol(asyncio.Protocol):
                 return
             # a later request: its answer goes after those owed before it (RFC 9112,
             # section 9.3.2), sent by response_complete
-            self.refusal = _plain(status, message)
-            self.flow.pause_reading()
+            self._owe_refusal(status, message)
             return
         if self.pipeline:  # the next queued request is about to start (_start_next)
-            self.refusal = _plain(status, message)
-            self.flow.pause_reading()
+            self._owe_refusal(status, message)
             return
         self.transport.write(_plain(status, message))
         self._hang_up(unread=True)  # the rest of the request may still be on its way
+
+    def _owe_refusal(self, status: int, message: str) -> None:
+        pipeline = self.pipeline
+        if pipeline and pipeline[0][0] is self.cycle and self.cycle.more_body:
+            # the malformed one is queued with its own body unfinished: it can never be
+            # served, and the refusal answers for it
+            pipeline.popleft()
+        self.refusal = _plain(status, message)
+        self.backlog = b""
+        self.flow.pause_reading()
 
     def eof_received(self) -> None:
         pass
@@ -281,14 +317,19 @@ class HttpProtocol(asyncio.Protocol):
             self.timer = self.loop.call_later(self.keep_alive_s, self._check_idle)
 
     def resume_writing(self) -> None:
+        self.drains += 1
         self.flow.resume_writing()
         if self._may_read():
             self.flow.resume_reading()
 
     def _may_read(self) -> bool:
         """Whether to read the socket once an answer is out: not while requests wait for
-        theirs, no request can follow, or the client is not reading our answers."""
-        return not (self.pipeline or self.parsing_stopped or self.flow.write_paused)
+        theirs (parsed, or still bytes), no request can follow, the client is not reading
+        our answers, or the app has not taken the body it has (``HIGH_WATER``)."""
+        if self.pipeline or self.backlog or self.parsing_stopped or self.flow.write_paused:
+            return False
+        cycle = self.cycle
+        return cycle is None or cycle.direct is not None or cycle.buffered <= HIGH_WATER
 
     def shutdown(self) -> None:
         """Graceful shutdown (called by uvicorn): finish the current response, then close."""
@@ -307,7 +348,15 @@ class HttpProtocol(asyncio.Protocol):
         if unread and not self.stopping and self.transport.can_write_eof():
             self._linger()
         else:
-            self.transport.close()
+            self._close()
+
+    def _close(self) -> None:
+        """Close, and abort if that has not happened within ``STALL_S``: close() waits for
+        our unsent answer, which a client that does not read never takes."""
+        self.transport.close()
+        if self.timer is not None:
+            self.timer.cancel()
+        self.timer = self.loop.call_later(STALL_S, self.transport.abort)
 
     def _linger(self) -> None:
         """Close in stages (RFC 9112, section 9.6): closing with the client's upload still
@@ -330,7 +379,7 @@ class HttpProtocol(asyncio.Protocol):
             wait = min(discard.last + LINGER_IDLE_S, started + LINGER_MAX_S) - now
             if wait <= 0:
                 self.timer = None
-                self.transport.close()
+                self._close()
             else:
                 self.timer = self.loop.call_later(wait, check)
 
@@ -356,21 +405,22 @@ class HttpProtocol(asyncio.Protocol):
         if self.idle_since is not None and not writing:
             left = self.idle_since + self.keep_alive_s - self.loop.time()
             if left <= 0:
-                transport.close()
+                self._close()
             else:
                 self.timer = self.loop.call_later(left, self._check_idle)
             return
         cycle = self.cycle
-        reading = (
+        reading = (  # waiting for body bytes, which the client has not been asked to hold
             self.idle_since is None
             and cycle is not None
             and cycle.more_body
+            and not cycle.continue_owed
             and not self.flow.read_paused
         )
         if not (reading or writing):  # the app is at work: the client owes nothing
             self.watch_mark = None
             return
-        mark = (self.received, transport.get_write_buffer_size())
+        mark = (self.received, self.drains)
         if mark != self.watch_mark:  # progress since the last look (or a first look)
             self.watch_mark = mark
             self.timer = self.loop.call_later(STALL_S, self._check_idle)
@@ -383,7 +433,7 @@ class HttpProtocol(asyncio.Protocol):
         active = self.active
         if active is not None and not active.started:
             transport.write(_plain(408, "The request body stopped arriving."))
-        transport.close()
+        self._close()
 
     def _watch(self) -> None:
         """Make sure the timer runs (``_check_idle``): a request may now wait on the client."""
@@ -393,13 +443,6 @@ class HttpProtocol(asyncio.Protocol):
     # -- httptools callbacks -----------------------------------------------------------
 
     def on_message_begin(self) -> None:
-        if len(self.pipeline) >= MAX_PIPELINE:
-            # enough waiting: stop parsing; the last one parsed is answered with
-            # "connection: close" and the client sends this one and the rest again
-            self.parsing_stopped = True
-            self.pipeline[0][0].keep_alive = False
-            self.flow.pause_reading()
-            raise _StopParsing
         self.in_head = True
         self.progress_at = self.received
         self.url = b""
@@ -477,7 +520,10 @@ class HttpProtocol(asyncio.Protocol):
             app = service_unavailable
         # an upgrade request is answered as plain HTTP, and then we hang up (what follows
         # it is not HTTP)
-        keep_alive = version != "1.0" and parser.should_keep_alive() and not parser.should_upgrade()
+        upgrade = parser.should_upgrade()
+        if upgrade:  # nothing after it is read (httptools stops at its head)
+            self.parsing_stopped = True
+        keep_alive = version != "1.0" and parser.should_keep_alive() and not upgrade
         # HTTP/1.0 has no 100 Continue: its expectation is ignored (RFC 9110, section 10.1.1)
         expect = self.expect_continue and version != "1.0"
         previous = self.cycle
@@ -557,10 +603,11 @@ class HttpProtocol(asyncio.Protocol):
             return
         if self.transport.is_closing():
             return
-        if self.pipeline:
-            # on the next turn of the loop, not from inside this answer's call stack: a
-            # queued request answered at once (a 422) would otherwise recurse into here
-            self.loop.call_soon(self._start_next)
+        if self.pipeline or self.backlog:
+            if self.starting:  # answered inside _start_next: its loop goes on (no recursion)
+                self.next_due = True
+            else:
+                self._start_next()
         elif self.refusal is not None:  # a malformed request after this one
             self.transport.write(self.refusal)
             self.refusal = None
@@ -571,15 +618,39 @@ class HttpProtocol(asyncio.Protocol):
             self._idle()
 
     def _start_next(self) -> None:
-        """Start the request that waited longest behind the one just answered."""
-        if self.transport.is_closing() or not self.pipeline:
+        """Start the request that waited longest behind the one just answered, and parse
+        what waits unparsed once there is room. A request answered at once (a 422 on the
+        direct path) comes back through response_complete, which then only asks this
+        loop to go on: a run of such requests takes no stack."""
+        self.starting = True
+        try:
+            self.next_due = True
+            while self.next_due and not self.transport.is_closing():
+                self.next_due = False
+                if self.pipeline:
+                    queued, app = self.pipeline.pop()
+                    self._watch()
+                    self._start(queued, app)
+                if self.backlog and len(self.pipeline) < MAX_PIPELINE:
+                    self._feed_slices(b"")
+                active = self.active
+                if not self.pipeline and active is not None and active.complete:
+                    self.next_due = self.backlog != b"" or self.refusal is not None
+                    if self.refusal is not None:
+                        self.transport.write(self.refusal)
+                        self.refusal = None
+                        self._hang_up(unread=True)
+                        return
+        finally:
+            self.starting = False
+        if self.transport.is_closing():
             return
-        queued, app = self.pipeline.pop()
-        if self._may_read():
+        if self.flow.read_paused and self._may_read():
             # the last one parsed: its body may still be on its way
             self.flow.resume_reading()
-        self._watch()
-        self._start(queued, app)
+        active = self.active
+        if not self.pipeline and active is not None and active.complete:
+            self._idle()  # all answered: what is left of a request head is timed
 
 
 _defaults_cache: tuple[Any, bytes | None] = (None, b"")
