@@ -27,6 +27,7 @@ import asyncio
 import contextlib
 import logging
 import multiprocessing
+import os
 import secrets
 import signal
 from collections import deque
@@ -36,7 +37,6 @@ from multiprocessing.context import SpawnProcess
 from multiprocessing.shared_memory import SharedMemory
 from os import getpid
 from pathlib import Path
-from typing import Any
 
 from modelport import errors
 from modelport.core._process_worker import (
@@ -50,6 +50,13 @@ from modelport.core._process_worker import (
     worker_main,
     write_slots,
 )
+from modelport.core._wire import (
+    BadFrame,
+    FrameReader,
+    checked_growth,
+    checked_slots,
+    decode,
+)
 from modelport.core.busy import BusyBoard
 from modelport.core.executors import Executor
 from modelport.core.registry import ExecutorFactory
@@ -62,6 +69,7 @@ log = logging.getLogger("modelport.process_executor")
 _OFF_LOOP_BYTES = 8 << 20  # bigger copies (> ~0.3 ms) run in a thread, off the event loop
 _EXIT_GRACE_S = 2.0  # after a pipe EOF, how long to wait for the exit code before failing
 _PAGE = 4096
+_READ_BYTES = 1 << 20  # one read per readable event: never more than what is there
 
 
 # ── the parent's side ────────────────────────────────────────────────────────────────────
@@ -117,6 +125,7 @@ class _Worker:
         self._min = buffer_bytes
         self._on_exit = on_exit
         self._reply: asyncio.Future[Message] | None = None
+        self._frames = FrameReader()
         self._loop = asyncio.get_running_loop()
         self._pipe_fd = conn.fileno()
         self._sentinel = process.sentinel
@@ -162,33 +171,67 @@ class _Worker:
         _free(self.response)
         self.request = self.response = None
 
-    def _deliver(self, msg: Message) -> None:
+    def _deliver(self, frame: bytes) -> None:
         reply, self._reply = self._reply, None
-        if reply is not None and not reply.done():
-            reply.set_result(msg)
-        elif reply is None or not reply.cancelled():  # a cancelled wait just drops its reply
-            log.warning("model worker %d sent an unexpected %r message", self.pid, msg[0])
+        if reply is None or reply.done():
+            if reply is None or not reply.cancelled():  # a cancelled wait drops its reply
+                log.warning("model worker %d sent a message nobody asked for", self.pid)
+            return
+        try:
+            reply.set_result(decode(frame))
+        except Exception as exc:
+            # The frame was read whole, so the pipe stays in step and the worker can serve
+            # again; typically the model returned objects of its own classes.
+            log.error("model worker %d sent a reply the server cannot read: %s", self.pid, exc)
+            reply.set_exception(ModelFailed("the model returned an output the server cannot read"))
+
+    def _read(self) -> bool:
+        """Take what the pipe holds and deliver the frames it completes; False at EOF."""
+        try:
+            data = os.read(self._pipe_fd, _READ_BYTES)
+        except OSError:
+            data = b""
+        if not data:
+            return False
+        for frame in self._frames.feed(data):
+            self._deliver(frame)
+        return True
 
     def _readable(self) -> None:
         try:
-            msg = self.conn.recv()
-        except (EOFError, OSError):
+            if self._read():
+                return
             self._loop.remove_reader(self._pipe_fd)
             # the exit code follows within milliseconds through the sentinel; don't hang on it
             self._exit_timer = self._loop.call_later(_EXIT_GRACE_S, self._exited)
-            return
-        self._deliver(msg)
+        except BadFrame as exc:
+            self.kill(f"was stopped: {exc}")
+        except Exception:  # a bug here must never leave a caller waiting for ever
+            log.exception("reading model worker %d failed", self.pid)
+            self.kill("was stopped: reading its replies failed")
 
     def _exited(self) -> None:
         """The sentinel fired (or the pipe closed a while ago): collect the exit code, report."""
         if not self.alive or self._reaping:
             return
         self._reaping = True
-        self.unwatch()
-        with contextlib.suppress(EOFError, OSError):
+        try:
+            self.unwatch()
             while self.conn.poll():  # a reply written just before dying still counts
-                self._deliver(self.conn.recv())
+                if not self._read():
+                    break
+        except BadFrame as exc:
+            self.kill(f"was stopped: {exc}")
+            return
+        except Exception:
+            log.exception("collecting model worker %d's last replies failed", self.pid)
         self._reap(0)
+
+    def kill(self, how: str) -> None:
+        """Kill the process now and fail the call waiting on it (it is then restarted)."""
+        with contextlib.suppress(Exception):
+            self.process.kill()
+        self.finish(how)
 
     def _reap(self, tries: int) -> None:
         # the sentinel can fire a moment before the child can be waited for
@@ -218,6 +261,55 @@ class _Worker:
 
 
 _REFUSAL_CHARS = 500
+
+
+def _loaded(msg: Message, where: str) -> Signature:
+    """The signature a worker's first message carries, or the ``ConfigError`` it reports."""
+    if msg[0] == "ready" and len(msg) == 2:
+        try:
+            return signature_from_plain(msg[1])
+        except Exception:
+            raise ConfigError(f"{where}: the model worker sent a malformed signature") from None
+    if msg[0] == "load_error" and len(msg) == 3 and all(isinstance(p, str) for p in msg):
+        kind, message = msg[1], msg[2]
+        if not kind.startswith("modelport.errors."):
+            message = f"{where}: loading raised {kind}: {message}"
+        raise ConfigError(message)
+    raise ConfigError(f"{where}: the model worker sent {msg[0][:40]!r} instead of its signature")
+
+
+def _broken(worker: _Worker) -> WorkerFailed:
+    return WorkerFailed(f"the model worker (pid {worker.pid}) {worker.how}", "protocol")
+
+
+def _error_reply(worker: _Worker, reply: Message) -> tuple[str, str, str, str]:
+    """An ``("err", kind, message, traceback)`` reply, all strings, or the worker is killed."""
+    if len(reply) == 4 and all(isinstance(part, str) for part in reply):
+        return reply[0], reply[1], reply[2], reply[3]
+    worker.kill("was stopped: it sent a malformed error reply")
+    raise _broken(worker)
+
+
+def _growth(worker: _Worker, reply: Message) -> int:
+    """The size a ``("grow", nbytes)`` asks for, within bounds, or the worker is killed."""
+    try:
+        if len(reply) != 2:
+            raise BadFrame("it sent a malformed request to grow")
+        return checked_growth(reply[1])
+    except BadFrame as exc:
+        worker.kill(f"was stopped: {exc}")
+        raise _broken(worker) from None
+
+
+def _output_slots(worker: _Worker, reply: Message, capacity: int) -> list[Slot]:
+    """The slots of an ``("ok", slots)`` reply, checked; any other reply kills the worker."""
+    try:
+        if reply[0] != "ok" or len(reply) != 2:
+            raise BadFrame(f"it sent {reply[0][:40]!r} where a reply was due")
+        return checked_slots(reply[1], capacity)
+    except BadFrame as exc:
+        worker.kill(f"was stopped: {exc}")
+        raise _broken(worker) from None
 
 
 def _input_error(kind: str) -> type[errors.InvalidInput] | None:
@@ -295,9 +387,9 @@ class ProcessExecutor:
                 self._idle.append(worker)
             else:  # it died after "ready", while slower siblings were still loading
                 self._worker_exited(worker, worker.how)
-        return signature_from_plain(started[0][1])
+        return started[0][1]
 
-    async def _spawn(self, index: int) -> tuple[_Worker, dict[str, Any]]:
+    async def _spawn(self, index: int) -> tuple[_Worker, Signature]:
         where = str(self._artifact)
         parent_conn, child_conn = self._ctx.Pipe()
         process = self._ctx.Process(
@@ -316,19 +408,16 @@ class ProcessExecutor:
         worker = _Worker(index, process, parent_conn, self._worker_exited, self._buffer_bytes)
         try:
             msg = await worker.ask(None)
+            return worker, _loaded(msg, where)
         except WorkerFailed:
             await self._stop(worker)
             raise ConfigError(f"{where}: the model worker {worker.how} while loading") from None
+        except ModelFailed:
+            await self._stop(worker)
+            raise ConfigError(f"{where}: the model worker's first message cannot be read") from None
         except BaseException:
             await self._stop(worker)
             raise
-        if msg[0] != "ready":
-            await self._stop(worker)
-            kind, message = msg[1], msg[2]
-            if not kind.startswith("modelport.errors."):
-                message = f"{where}: loading raised {kind}: {message}"
-            raise ConfigError(message)
-        return worker, msg[1]
 
     # ── calls ────────────────────────────────────────────────────────────────────────────
     async def run(self, batch: NamedArrays) -> NamedArrays:
@@ -354,17 +443,17 @@ class ProcessExecutor:
             response = worker.response_buffer(0)
             reply = await worker.ask(("run", request.name, response.name, response.size, slots))
             while reply[0] == "grow":
+                size = _growth(worker, reply)
                 try:
-                    response = worker.response_buffer(reply[1])
+                    response = worker.response_buffer(size)
                 except BaseException:
                     # the worker waits for "resp" and would read the next "run" as one:
                     # it cannot be reused, so it is stopped (and restarted)
-                    worker.process.kill()
-                    worker.finish("was stopped: its response buffer could not grow")
+                    worker.kill("was stopped: its response buffer could not grow")
                     raise
                 reply = await worker.ask(("resp", response.name, response.size))
             if reply[0] == "err":
-                _, kind, message, trace = reply
+                _, kind, message, trace = _error_reply(worker, reply)
                 refusal = _input_error(kind)
                 if refusal is not None:  # one of modelport's 422s (e.g. value_out_of_range)
                     # Its message goes to the caller, as an in-process model's would; the
@@ -375,7 +464,7 @@ class ProcessExecutor:
                 )
                 # like the batcher: the model's own message goes to the log, not to callers
                 raise ModelFailed(f"the model raised {kind.rsplit('.', 1)[-1]}")
-            out_slots: list[Slot] = reply[1]
+            out_slots = _output_slots(worker, reply, len(segment_buf(response)))
             if slots_nbytes(out_slots) > _OFF_LOOP_BYTES:
                 return await asyncio.to_thread(read_slots, segment_buf(response), out_slots, True)
             return read_slots(segment_buf(response), out_slots, copy=True)
