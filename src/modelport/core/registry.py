@@ -32,6 +32,9 @@ log = logging.getLogger("modelport.registry")
 # a model file up to this size gets a lone-row session by default (a second copy of its
 # weights in each worker); larger ones only where model.yaml sets ``lone_row_threads``
 LONE_MAX_BYTES = 64 * 1024 * 1024
+# how long close() lets a version's running batches finish before stopping its executor
+# (as long as a process executor waits for its workers before killing them)
+DRAIN_GRACE_S = 5.0
 
 
 def _size(artifact: Path) -> int:
@@ -137,13 +140,16 @@ class Registry:
         cpu_share: int | None = None,
         board: BusyBoard | None = None,
         lone_threads: int | None = None,
+        drain_grace_s: float = DRAIN_GRACE_S,
     ) -> None:
         """``runtime_threads``: the default for a runtime's own thread pool (onnxruntime's
         ``intra_op_threads``) where model.yaml does not set one. ``cpu_share``: the cores
         this process has to itself (``executors.mode: auto`` picks with it). ``board``: the
         HTTP workers' shared busy board; with it, ``lone_threads`` is the default for
         ``lone_row_threads`` (a one-row batch borrows the idle workers' cores) for models
-        of at most ``LONE_MAX_BYTES`` on disk, since it costs a second session."""
+        of at most ``LONE_MAX_BYTES`` on disk, since it costs a second session.
+        ``drain_grace_s``: how long ``close`` waits for running batches (``DRAIN_GRACE_S``)."""
+        self._drain_grace_s = drain_grace_s
         self._runtimes = runtimes
         self._runtime_threads = runtime_threads
         self._cpu_share = cpu_share
@@ -320,12 +326,21 @@ class Registry:
             log.error("failed to load %s from %s: %s", where, version.artifact, exc)
 
     async def close(self) -> None:
-        for model in self._models.values():
-            for version in model.versions.values():
-                if version.state is VersionState.READY:
-                    version.state = VersionState.DRAINING
-                if version.batcher is not None:
-                    await version.batcher.close()
-                if version.executor is not None:
-                    await version.executor.close()
-                version.state = VersionState.UNLOADED
+        """Drain and stop every version at once; returns even if a model is stuck."""
+        versions = [v for model in self._models.values() for v in model.versions.values()]
+        await asyncio.gather(*(self._close_version(v) for v in versions))
+
+    async def _close_version(self, version: ServedVersion) -> None:
+        if version.state is VersionState.READY:
+            version.state = VersionState.DRAINING
+        # The batcher waits for its running batches, and a stuck model never ends one: after
+        # the grace the executor is closed anyway, since only it can kill a stuck worker
+        # (failing the batch, which ends the drain).
+        drain = asyncio.ensure_future(version.batcher.close()) if version.batcher else None
+        if drain is not None:
+            await asyncio.wait([drain], timeout=self._drain_grace_s)
+        if version.executor is not None:
+            await version.executor.close()
+        if drain is not None:
+            await drain
+        version.state = VersionState.UNLOADED

@@ -1,0 +1,81 @@
+"""The registry's shutdown: it returns even when a model in a worker process is stuck."""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from modelport.clock import MonotonicClock
+from modelport.core.busy import BusyBoard
+from modelport.core.discovery import RuntimeTable
+from modelport.core.executors import Executor
+from modelport.core.process_executor import ProcessExecutor
+from modelport.core.registry import Registry, VersionState
+from modelport.core.repository import ModelSource, VersionSource
+from modelport.core.runtime import Isolation, ModelConfig
+from modelport.core.signature import Signature
+from modelport.errors import ModelportError
+from modelport.settings import BatchingSettings, ExecutorSettings
+
+# x[0, 0] == -2: a predict that never returns
+MODEL = """
+import time
+
+class Model:
+    signature = {"inputs": [{"name": "x", "dtype": "float32", "shape": [-1, 3]}],
+                 "outputs": [{"name": "y", "dtype": "float32", "shape": [-1, 3]}]}
+
+    def load(self, path):
+        pass
+
+    def predict(self, inputs):
+        x = inputs["x"]
+        if x.flat[0] == -2:
+            time.sleep(3600)
+        return {"y": x * 2}
+"""
+
+
+async def quick_factory(
+    runtime: str, artifact: Path, config: ModelConfig, board: BusyBoard | None = None
+) -> tuple[Signature, Executor]:
+    executor = ProcessExecutor(runtime, artifact, config, stop_timeout_s=0.5, board=board)
+    return await executor.start(), executor
+
+
+def test_close_returns_when_a_worker_is_stuck_and_fails_its_callers(tmp_path: Path) -> None:
+    (tmp_path / "model.py").write_text(MODEL)
+
+    async def main() -> None:
+        registry = Registry(
+            RuntimeTable.discover(),
+            BatchingSettings(),
+            ExecutorSettings(),
+            MonotonicClock(),
+            process_factory=quick_factory,
+            drain_grace_s=0.5,
+        )
+        config = ModelConfig(runtime="python", isolation=Isolation.PROCESS)
+        source = VersionSource("1", tmp_path / "model.py")
+        registry.add_sources([ModelSource("m", config, (source,))])
+        await registry.load_all()
+        version = registry.resolve("m")
+        assert version.batcher is not None
+        stuck = asyncio.ensure_future(
+            version.batcher.submit({"x": np.full((1, 3), -2, np.float32)}, 1, None)
+        )
+        await asyncio.sleep(0.5)  # the batch is running in the worker
+        began = time.monotonic()
+        await asyncio.wait_for(registry.close(), 15)
+        assert time.monotonic() - began < 10
+        assert version.state is VersionState.UNLOADED
+        with pytest.raises(ModelportError):
+            await stuck
+
+    asyncio.run(main())
+    assert multiprocessing.active_children() == []
