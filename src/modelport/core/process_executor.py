@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import multiprocessing
 import os
@@ -62,7 +63,7 @@ from modelport.core.executors import Executor
 from modelport.core.registry import ExecutorFactory
 from modelport.core.runtime import ModelConfig
 from modelport.core.signature import NamedArrays, Signature
-from modelport.errors import ConfigError, ModelFailed, WorkerFailed
+from modelport.errors import ConfigError, ModelFailed, Overloaded, WorkerFailed
 
 log = logging.getLogger("modelport.process_executor")
 
@@ -88,7 +89,31 @@ def _new_segment(size: int, current: SharedMemory | None, minimum: int) -> Share
     old = current.size if current is not None else 0
     size = max(size, 2 * old, minimum)
     size = -(-size // _PAGE) * _PAGE
-    return SharedMemory(name=f"mp{getpid()}_{secrets.token_hex(6)}", create=True, size=size)
+    shm = SharedMemory(name=f"mp{getpid()}_{secrets.token_hex(6)}", create=True, size=size)
+    try:
+        _reserve(shm, size)
+    except BaseException:
+        _free(shm)
+        raise
+    return shm
+
+
+def _reserve(shm: SharedMemory, size: int) -> None:
+    """Back the whole segment with memory now. A new segment is only a size: on a full
+    /dev/shm the first write past the free space kills the writer with SIGBUS, and the
+    writer is this server."""
+    allocate = getattr(os, "posix_fallocate", None)  # not on macOS
+    if allocate is None:
+        return
+    try:
+        allocate(shm._fd, 0, size)  # type: ignore[attr-defined]  # SharedMemory keeps its fd
+    except OSError as exc:
+        if exc.errno in (errno.EOPNOTSUPP, errno.EINVAL):  # a file system that cannot say
+            return
+        if exc.errno == errno.ENOSPC:
+            log.error("shared memory is full: %d bytes for model tensors do not fit", size)
+            raise Overloaded("the server is out of shared memory for the model's tensors") from None
+        raise
 
 
 def _free(shm: SharedMemory | None) -> None:

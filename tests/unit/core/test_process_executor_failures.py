@@ -1,0 +1,74 @@
+"""The process executor when things around the model go wrong: shared memory runs out,
+workers crash in a loop or hang while loading, callers give up, the process group is
+signalled."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from modelport.core.process_executor import ProcessExecutor
+from modelport.core.runtime import ModelConfig
+from modelport.errors import Overloaded
+
+MODEL = """
+import os, time
+from pathlib import Path
+
+class Model:
+    signature = {"inputs": [{"name": "x", "dtype": "float32", "shape": [-1, 3]}],
+                 "outputs": [{"name": "y", "dtype": "float32", "shape": [-1, 3]}]}
+
+    def load(self, path):
+        self.path = path
+
+    def predict(self, inputs):
+        return {"y": inputs["x"] * 2}
+"""
+
+ONES = {"x": np.ones((1, 3), dtype=np.float32)}
+
+
+def segments() -> set[str]:
+    prefix = f"mp{os.getpid()}_"
+    return {p.name for p in Path("/dev/shm").iterdir() if p.name.startswith(prefix)}
+
+
+def executor_for(
+    folder: Path, source: str = MODEL, *, buffer_bytes: int = 1 << 20, stop_timeout_s: float = 1
+) -> ProcessExecutor:
+    (folder / "model.py").write_text(source)
+    return ProcessExecutor(
+        "python",
+        folder / "model.py",
+        ModelConfig(),
+        buffer_bytes=buffer_bytes,
+        stop_timeout_s=stop_timeout_s,
+    )
+
+
+def test_full_shared_memory_is_a_503_not_a_sigbus(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def full(fd: int, offset: int, size: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    async def main() -> None:
+        executor = executor_for(tmp_path, buffer_bytes=4096)
+        await executor.start()
+        with monkeypatch.context() as patch:
+            patch.setattr(os, "posix_fallocate", full)
+            with pytest.raises(Overloaded, match="shared memory"):
+                await executor.run({"x": np.ones((1000, 3), dtype=np.float32)})
+            assert segments() == set()  # the segment that could not be backed is gone
+        out = await executor.run(ONES)  # the worker was not touched
+        assert out["y"].tolist() == [[2, 2, 2]]
+        await executor.close()
+
+    asyncio.run(main())
+    assert segments() == set()
