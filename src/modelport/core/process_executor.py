@@ -70,6 +70,7 @@ log = logging.getLogger("modelport.process_executor")
 _OFF_LOOP_BYTES = 8 << 20  # bigger copies (> ~0.3 ms) run in a thread, off the event loop
 _EXIT_GRACE_S = 2.0  # after a pipe EOF, how long to wait for the exit code before failing
 _PAGE = 4096
+LOAD_TIMEOUT_S = 300.0  # a worker not "ready" by then is killed: its load counts as failed
 _READ_BYTES = 1 << 20  # one read per readable event: never more than what is there
 
 
@@ -363,6 +364,7 @@ class ProcessExecutor:
         *,
         buffer_bytes: int = 1 << 20,
         stop_timeout_s: float = 5.0,
+        load_timeout_s: float = LOAD_TIMEOUT_S,
         board: BusyBoard | None = None,
     ) -> None:
         if workers < 1:
@@ -373,6 +375,7 @@ class ProcessExecutor:
         self._config = config
         self._buffer_bytes = buffer_bytes
         self._stop_timeout_s = stop_timeout_s
+        self._load_timeout_s = load_timeout_s
         # the HTTP workers' busy board: a batch's exchange marks this one busy, as the
         # worker processes compute on the cores a sibling would lend to a lone row
         self._board = board
@@ -432,8 +435,12 @@ class ProcessExecutor:
             child_conn.close()  # so the worker's death reads as EOF here
         worker = _Worker(index, process, parent_conn, self._worker_exited, self._buffer_bytes)
         try:
-            msg = await worker.ask(None)
+            msg = await asyncio.wait_for(worker.ask(None), self._load_timeout_s)
             return worker, _loaded(msg, where)
+        except TimeoutError:
+            worker.kill(f"was stopped: not loaded after {self._load_timeout_s:g} s")
+            await self._stop(worker)
+            raise ConfigError(f"{where}: the model worker {worker.how}") from None
         except WorkerFailed:
             await self._stop(worker)
             raise ConfigError(f"{where}: the model worker {worker.how} while loading") from None

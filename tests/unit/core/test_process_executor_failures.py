@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
+import signal
+import time
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +16,7 @@ import pytest
 
 from modelport.core.process_executor import ProcessExecutor
 from modelport.core.runtime import ModelConfig
-from modelport.errors import Overloaded
+from modelport.errors import ConfigError, Overloaded, WorkerFailed
 
 MODEL = """
 import os, time
@@ -26,6 +28,8 @@ class Model:
 
     def load(self, path):
         self.path = path
+        if (path / "hang").exists():
+            time.sleep(3600)
 
     def predict(self, inputs):
         return {"y": inputs["x"] * 2}
@@ -40,7 +44,12 @@ def segments() -> set[str]:
 
 
 def executor_for(
-    folder: Path, source: str = MODEL, *, buffer_bytes: int = 1 << 20, stop_timeout_s: float = 1
+    folder: Path,
+    source: str = MODEL,
+    *,
+    buffer_bytes: int = 1 << 20,
+    stop_timeout_s: float = 1,
+    load_timeout_s: float = 60,
 ) -> ProcessExecutor:
     (folder / "model.py").write_text(source)
     return ProcessExecutor(
@@ -49,6 +58,7 @@ def executor_for(
         ModelConfig(),
         buffer_bytes=buffer_bytes,
         stop_timeout_s=stop_timeout_s,
+        load_timeout_s=load_timeout_s,
     )
 
 
@@ -72,3 +82,45 @@ def test_full_shared_memory_is_a_503_not_a_sigbus(
 
     asyncio.run(main())
     assert segments() == set()
+
+
+def test_a_restart_whose_load_hangs_fails_callers_then_recovers(tmp_path: Path) -> None:
+    async def main() -> None:
+        executor = executor_for(tmp_path, load_timeout_s=1)
+        await executor.start()
+        (tmp_path / "hang").write_text("")
+        os.kill(executor.pids[0], signal.SIGKILL)
+        began = time.monotonic()
+        with pytest.raises(WorkerFailed, match="not loaded after 1 s") as info:
+            while True:  # calls fail fast while it dies, then wait for the restart
+                try:
+                    await asyncio.wait_for(executor.run(ONES), 10)
+                except WorkerFailed as exc:
+                    if exc.kind == "restart_failed":
+                        raise
+        assert info.value.kind == "restart_failed" and time.monotonic() - began < 5
+        (tmp_path / "hang").unlink()
+        deadline = time.monotonic() + 20
+        while True:  # the back-off retries the restart
+            try:
+                out = await executor.run(ONES)
+                break
+            except WorkerFailed:
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.1)
+        assert out["y"].tolist() == [[2, 2, 2]]
+        await executor.close()
+
+    asyncio.run(main())
+    assert segments() == set()
+
+
+def test_a_first_load_that_hangs_is_a_config_error(tmp_path: Path) -> None:
+    (tmp_path / "hang").write_text("")
+
+    async def main() -> None:
+        executor = executor_for(tmp_path, load_timeout_s=0.5)
+        with pytest.raises(ConfigError, match=r"not loaded after 0\.5 s"):
+            await asyncio.wait_for(executor.start(), 10)
+
+    asyncio.run(main())
