@@ -70,6 +70,7 @@ log = logging.getLogger("modelport.process_executor")
 _OFF_LOOP_BYTES = 8 << 20  # bigger copies (> ~0.3 ms) run in a thread, off the event loop
 _EXIT_GRACE_S = 2.0  # after a pipe EOF, how long to wait for the exit code before failing
 _PAGE = 4096
+STABLE_S = 30.0  # a worker that lived this long (or served a call) resets its slot's back-off
 LOAD_TIMEOUT_S = 300.0  # a worker not "ready" by then is killed: its load counts as failed
 _READ_BYTES = 1 << 20  # one read per readable event: never more than what is there
 
@@ -145,6 +146,7 @@ class _Worker:
         self.busy = False
         self.stopped = False
         self.how = ""  # how it died, once it has
+        self.served = False  # answered a call: it works, whatever made its predecessors die
         self._reaping = False
         self.request: SharedMemory | None = None
         self.response: SharedMemory | None = None
@@ -153,6 +155,7 @@ class _Worker:
         self._reply: asyncio.Future[Message] | None = None
         self._frames = FrameReader()
         self._loop = asyncio.get_running_loop()
+        self.born = self._loop.time()
         self._pipe_fd = conn.fileno()
         self._sentinel = process.sentinel
         self._exit_timer: asyncio.TimerHandle | None = None
@@ -304,6 +307,11 @@ def _loaded(msg: Message, where: str) -> Signature:
     raise ConfigError(f"{where}: the model worker sent {msg[0][:40]!r} instead of its signature")
 
 
+def _longer(delay: float) -> float:
+    """The next wait of a restart back-off: 0.5 s, doubling, at most 30 s."""
+    return min(max(2 * delay, 0.5), 30.0)
+
+
 def _broken(worker: _Worker) -> WorkerFailed:
     return WorkerFailed(f"the model worker (pid {worker.pid}) {worker.how}", "protocol")
 
@@ -386,6 +394,9 @@ class ProcessExecutor:
         self._inflight: set[asyncio.Task[NamedArrays]] = set()
         self._restarts: dict[int, asyncio.Task[None]] = {}
         self._restart_error: str | None = None
+        # per slot, the wait before its next restart: it outlives each restart task, so a
+        # worker that dies soon after "ready" is not restarted at full speed for ever
+        self._backoff: dict[int, float] = {}
         self._started = False
         self._closed = False
         self.restarts = 0  # workers replaced after dying
@@ -486,6 +497,7 @@ class ProcessExecutor:
                 reply = await worker.ask(("resp", response.name, response.size))
             if reply[0] == "err":
                 _, kind, message, trace = _error_reply(worker, reply)
+                worker.served = True
                 refusal = _input_error(kind)
                 if refusal is not None:  # one of modelport's 422s (e.g. value_out_of_range)
                     # Its message goes to the caller, as an in-process model's would; the
@@ -497,6 +509,7 @@ class ProcessExecutor:
                 # like the batcher: the model's own message goes to the log, not to callers
                 raise ModelFailed(f"the model raised {kind.rsplit('.', 1)[-1]}")
             out_slots = _output_slots(worker, reply, len(segment_buf(response)))
+            worker.served = True
             if slots_nbytes(out_slots) > _OFF_LOOP_BYTES:
                 return await asyncio.to_thread(read_slots, segment_buf(response), out_slots, True)
             return read_slots(segment_buf(response), out_slots, copy=True)
@@ -552,6 +565,8 @@ class ProcessExecutor:
             worker.free_buffers()
         if self._closed or self._workers[worker.index] is not worker:
             return
+        if worker.served or worker.born + STABLE_S <= asyncio.get_running_loop().time():
+            self._backoff.pop(worker.index, None)
         log.warning("model worker %d for %s %s; restarting it", worker.pid, self._artifact, how)
         task = asyncio.get_running_loop().create_task(self._restart(worker))
         self._restarts[worker.index] = task
@@ -559,9 +574,10 @@ class ProcessExecutor:
 
     async def _restart(self, dead: _Worker) -> None:
         await self._stop(dead)  # reap it and close its pipe
-        delay = 0.0
+        delay = self._backoff.get(dead.index, 0.0)
         while not self._closed:
             if delay:
+                log.info("restarting a model worker for %s in %g s", self._artifact, delay)
                 await asyncio.sleep(delay)
             try:
                 worker, _ = await self._spawn(dead.index)
@@ -572,7 +588,7 @@ class ProcessExecutor:
                     self._fail_waiters(
                         WorkerFailed(f"no model worker is running: {exc}", "restart_failed")
                     )
-                delay = min(max(2 * delay, 0.5), 30.0)
+                delay = _longer(delay)
                 continue
             if self._closed:
                 await self._stop(worker)
@@ -580,8 +596,9 @@ class ProcessExecutor:
             if not worker.alive:  # died between "ready" and now: one more failed attempt
                 self._restart_error = f"the restarted worker {worker.how}"
                 await self._stop(worker)
-                delay = min(max(2 * delay, 0.5), 30.0)
+                delay = _longer(delay)
                 continue
+            self._backoff[dead.index] = _longer(delay)  # kept until the worker proves itself
             self._workers[dead.index] = worker
             self.restarts += 1
             self._restart_error = None

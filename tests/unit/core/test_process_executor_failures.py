@@ -19,7 +19,7 @@ from modelport.core.runtime import ModelConfig
 from modelport.errors import ConfigError, Overloaded, WorkerFailed
 
 MODEL = """
-import os, time
+import os, threading, time
 from pathlib import Path
 
 class Model:
@@ -30,6 +30,8 @@ class Model:
         self.path = path
         if (path / "hang").exists():
             time.sleep(3600)
+        if (path / "crash").exists():  # dies soon after "ready"
+            threading.Timer(0.1, os._exit, (3,)).start()
 
     def predict(self, inputs):
         return {"y": inputs["x"] * 2}
@@ -124,3 +126,30 @@ def test_a_first_load_that_hangs_is_a_config_error(tmp_path: Path) -> None:
             await asyncio.wait_for(executor.start(), 10)
 
     asyncio.run(main())
+
+
+def test_a_worker_dying_soon_after_ready_is_restarted_with_back_off(tmp_path: Path) -> None:
+    async def main() -> None:
+        executor = executor_for(tmp_path)
+        await executor.start()
+        (tmp_path / "crash").write_text("")
+        os.kill(executor.pids[0], signal.SIGKILL)
+        began = time.monotonic()
+        while time.monotonic() - began < 4:
+            await asyncio.sleep(0.05)
+        # restarts wait 0, 0.5, 1, 2 s: at most 4 in 4 s (without back-off, one per ~0.3 s)
+        assert 1 <= executor.restarts <= 4
+        (tmp_path / "crash").unlink()
+        out = await asyncio.wait_for(executor.run(ONES), 20)
+        assert out["y"].tolist() == [[2, 2, 2]]
+        # a worker that served a call proves the slot healthy: the next death restarts at once
+        restarts = executor.restarts
+        os.kill(executor.pids[0], signal.SIGKILL)
+        began = time.monotonic()
+        while executor.restarts == restarts:
+            await asyncio.sleep(0.02)
+        assert time.monotonic() - began < 1.5
+        await executor.close()
+
+    asyncio.run(main())
+    assert segments() == set()
