@@ -541,6 +541,9 @@ class ProcessExecutor:
                 raise
             if worker.alive:
                 return worker
+            # it died between being handed to us and now: still ours to release, or its
+            # shared memory is never unlinked
+            self._release(worker)
 
     def _release(self, worker: _Worker) -> None:
         if not worker.alive or self._closed:

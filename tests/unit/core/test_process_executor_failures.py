@@ -153,3 +153,24 @@ def test_a_worker_dying_soon_after_ready_is_restarted_with_back_off(tmp_path: Pa
 
     asyncio.run(main())
     assert segments() == set()
+
+
+def test_a_worker_dying_as_it_is_handed_to_a_waiter_leaks_no_memory(tmp_path: Path) -> None:
+    async def main() -> None:
+        executor = executor_for(tmp_path)
+        await executor.start()
+        await executor.run(ONES)  # the worker now has its request and response segments
+        worker = await executor._acquire()  # an exchange holds the worker
+        waiting = asyncio.ensure_future(executor.run(ONES))  # a second caller waits
+        await asyncio.sleep(0)
+        executor._release(worker)  # the exchange ends: the worker goes to the waiter...
+        os.kill(worker.pid, signal.SIGKILL)
+        worker.process.join()  # blocking: the waiter must not run before the death is seen
+        worker.finish("was killed by SIGKILL")  # ...and dies before the waiter runs
+        out = await asyncio.wait_for(waiting, 30)  # served by the restarted worker
+        assert out["y"].tolist() == [[2, 2, 2]]
+        assert worker.request is None and worker.response is None
+        await executor.close()
+
+    asyncio.run(main())
+    assert segments() == set()
