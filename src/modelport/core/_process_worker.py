@@ -9,7 +9,10 @@ protocol and the parent's side. Nothing here touches asyncio: a worker is a plai
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
+import threading
+import time
 import traceback
 from collections.abc import Mapping
 from dataclasses import fields
@@ -29,6 +32,9 @@ Slot = tuple[str, str | None, Any, int]
 Message = tuple[Any, ...]
 
 _ALIGN = 64  # every array in a buffer starts on a cache line
+# After a SIGTERM, how long a worker waits for its parent to stop it (the parent drains its
+# requests first) before it exits by itself, in case no parent ever does.
+TERM_GRACE_S = 15.0
 
 
 # ── plain data shared by both sides ──────────────────────────────────────────────────────
@@ -147,10 +153,36 @@ def _serve_one(
         conn.send(("err", class_path(exc), str(exc), traceback.format_exc()))
 
 
+def _defer_sigterm() -> None:
+    """Make SIGTERM an exit ``TERM_GRACE_S`` later instead of at once.
+
+    A SIGTERM sent to the whole process group (a supervisor stopping the server) would
+    otherwise kill the workers before the parent has answered the requests they run; the
+    parent stops them itself. Ignoring it outright would let a stuck worker outlive a
+    parent that never stops it (multiprocessing's exit handler waits on it after its own
+    SIGTERM). The signal is caught (whichever thread gets it: numpy's own threads exist
+    already) and Python's handler writes it to the wakeup fd at once, where a thread waits,
+    so it is seen even while the model's code runs in C.
+    """
+    read_fd, write_fd = os.pipe()
+    os.set_blocking(write_fd, False)
+    signal.signal(signal.SIGTERM, lambda *_: None)
+    signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
+
+    def wait() -> None:
+        while os.read(read_fd, 1) != bytes([signal.SIGTERM]):
+            pass
+        time.sleep(TERM_GRACE_S)
+        os._exit(1)
+
+    threading.Thread(target=wait, name="sigterm-grace", daemon=True).start()
+
+
 def worker_main(conn: Connection, runtime: str, artifact: str, config: ModelConfig) -> None:
     """Entry point of a worker process: load, warm up, then serve requests until told to stop."""
     # Ctrl-C reaches the whole process group; the parent decides when workers stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _defer_sigterm()
     try:
         model = RuntimeTable.discover().get(runtime).load(Path(artifact), config)
         model.warmup()

@@ -625,10 +625,7 @@ class ProcessExecutor:
             with contextlib.suppress(OSError):
                 worker.conn.send(("stop",))
         await asyncio.to_thread(process.join, self._stop_timeout_s if not worker.busy else 0)
-        if process.is_alive():
-            process.terminate()
-            await asyncio.to_thread(process.join, 1.0)
-        if process.is_alive():
+        if process.is_alive():  # workers defer SIGTERM (see _defer_sigterm): no point in it
             process.kill()
             await asyncio.to_thread(process.join)
         worker.finish(_describe_exit(process.exitcode))  # fails a call still waiting on it

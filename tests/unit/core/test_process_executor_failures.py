@@ -8,6 +8,8 @@ import asyncio
 import errno
 import os
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -174,3 +176,39 @@ def test_a_worker_dying_as_it_is_handed_to_a_waiter_leaks_no_memory(tmp_path: Pa
 
     asyncio.run(main())
     assert segments() == set()
+
+
+def test_a_sigterm_to_the_process_group_leaves_the_workers_to_their_parent(
+    tmp_path: Path,
+) -> None:
+    async def main() -> None:
+        executor = executor_for(tmp_path)
+        await executor.start()
+        pid = executor.pids[0]
+        os.kill(pid, signal.SIGTERM)  # as a supervisor's group SIGTERM reaches it
+        await asyncio.sleep(0.5)
+        out = await executor.run(ONES)
+        assert out["y"].tolist() == [[2, 2, 2]]
+        assert executor.pids == [pid] and executor.restarts == 0
+        began = time.monotonic()
+        await executor.close()  # the parent still stops it at once
+        assert time.monotonic() - began < 1
+
+    asyncio.run(main())
+
+
+def test_a_worker_given_sigterm_exits_by_itself_after_the_grace() -> None:
+    code = (
+        "import time\n"
+        "from modelport.core import _process_worker as w\n"
+        "w.TERM_GRACE_S = 0.3\n"
+        "w._defer_sigterm()\n"
+        "print('ready', flush=True)\n"
+        "time.sleep(20)\n"
+    )
+    with subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE) as child:
+        assert child.stdout is not None and child.stdout.readline() == b"ready\n"
+        child.send_signal(signal.SIGTERM)
+        time.sleep(0.1)
+        assert child.poll() is None  # not at once...
+        assert child.wait(timeout=5) == 1  # ...but without waiting for a parent for ever
