@@ -307,6 +307,13 @@ def _loaded(msg: Message, where: str) -> Signature:
     raise ConfigError(f"{where}: the model worker sent {msg[0][:40]!r} instead of its signature")
 
 
+def _retrieve(task: asyncio.Task[NamedArrays]) -> None:
+    """Read an exchange's outcome: a caller cancelled meanwhile never will, and asyncio
+    logs "Task exception was never retrieved" for an exception nobody read."""
+    if not task.cancelled():
+        task.exception()
+
+
 def _longer(delay: float) -> float:
     """The next wait of a restart back-off: 0.5 s, doubling, at most 30 s."""
     return min(max(2 * delay, 0.5), 30.0)
@@ -470,6 +477,7 @@ class ProcessExecutor:
         task = asyncio.get_running_loop().create_task(self._exchange(worker, batch))
         self._inflight.add(task)
         task.add_done_callback(self._inflight.discard)
+        task.add_done_callback(_retrieve)
         return await asyncio.shield(task)
 
     async def _exchange(self, worker: _Worker, batch: NamedArrays) -> NamedArrays:

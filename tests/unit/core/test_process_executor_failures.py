@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import gc
+import logging
 import os
 import signal
 import subprocess
@@ -36,6 +38,9 @@ class Model:
             threading.Timer(0.1, os._exit, (3,)).start()
 
     def predict(self, inputs):
+        if inputs["x"].flat[0] == -1:
+            time.sleep(0.3)
+            raise ValueError("slow, then wrong")
         return {"y": inputs["x"] * 2}
 """
 
@@ -212,3 +217,22 @@ def test_a_worker_given_sigterm_exits_by_itself_after_the_grace() -> None:
         time.sleep(0.1)
         assert child.poll() is None  # not at once...
         assert child.wait(timeout=5) == 1  # ...but without waiting for a parent for ever
+
+
+def test_a_cancelled_caller_s_failed_exchange_logs_nothing(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def main() -> None:
+        executor = executor_for(tmp_path)
+        await executor.start()
+        call = asyncio.create_task(executor.run({"x": np.full((1, 3), -1, np.float32)}))
+        await asyncio.sleep(0.1)
+        call.cancel()  # the caller leaves; the exchange goes on and fails
+        while executor._inflight:
+            await asyncio.sleep(0.02)
+        await executor.close()
+
+    with caplog.at_level(logging.ERROR, logger="asyncio"):
+        asyncio.run(main())
+        gc.collect()
+    assert "never retrieved" not in caplog.text
