@@ -290,6 +290,9 @@ class _Worker:
 
 
 _REFUSAL_CHARS = 500
+# Callers see a WorkerFailed's message (a 503 is not masked), and why a restart failed names
+# the artifact's path and quotes the model's own exception: that goes to the log only.
+_RESTART_FAILED = "no model worker is running: restarting one failed (the server log says why)"
 
 
 def _loaded(msg: Message, where: str) -> Signature:
@@ -536,9 +539,7 @@ class ProcessExecutor:
                     worker.busy = True
                     return worker
             if self._restart_error is not None and not self.pids:
-                raise WorkerFailed(
-                    f"no model worker is running: {self._restart_error}", "restart_failed"
-                )
+                raise WorkerFailed(_RESTART_FAILED, "restart_failed")
             waiter: asyncio.Future[_Worker] = asyncio.get_running_loop().create_future()
             self._waiters.append(waiter)
             try:
@@ -596,9 +597,7 @@ class ProcessExecutor:
                 self._restart_error = str(exc)
                 log.error("could not restart a model worker for %s: %s", self._artifact, exc)
                 if not self.pids:
-                    self._fail_waiters(
-                        WorkerFailed(f"no model worker is running: {exc}", "restart_failed")
-                    )
+                    self._fail_waiters(WorkerFailed(_RESTART_FAILED, "restart_failed"))
                 delay = _longer(delay)
                 continue
             if self._closed:
@@ -606,6 +605,7 @@ class ProcessExecutor:
                 return
             if not worker.alive:  # died between "ready" and now: one more failed attempt
                 self._restart_error = f"the restarted worker {worker.how}"
+                log.error("a restarted model worker for %s %s", self._artifact, worker.how)
                 await self._stop(worker)
                 delay = _longer(delay)
                 continue
