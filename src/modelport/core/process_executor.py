@@ -18,7 +18,10 @@ never shrunk): it creates and unlinks them, workers only attach. The parent read
 with event-loop readers, so no thread waits on a worker.
 
 A worker that dies (EOF on its pipe or its process sentinel) fails the call it was running
-with ``WorkerFailed`` and is restarted in the background, with back-off while restarts fail.
+with ``WorkerFailed`` and is restarted in the background, with back-off while restarts fail
+or restarted workers die before proving themselves. A worker runs the model's code, so
+what it sends is read as untrusted bytes (``_wire``); isolation protects the server from a
+crashing or hanging model, not from a malicious one (same user, same environment).
 """
 
 from __future__ import annotations
