@@ -309,7 +309,7 @@ class Registry:
                 inferred, executor = await self._thread_executor(
                     version.runtime, version.artifact, model.config, where
                 )
-            version.executor = executor  # closed by close() even if the rest fails
+            version.executor = executor  # stopped below if the rest fails
             version.signature = effective_signature(
                 inferred, model.config, self._features.get(model.name), where
             )
@@ -324,6 +324,19 @@ class Registry:
             version.state = VersionState.FAILED
             version.error = str(exc)
             log.error("failed to load %s from %s: %s", where, version.artifact, exc)
+            await self._stop_executor(version)
+
+    @staticmethod
+    async def _stop_executor(version: ServedVersion) -> None:
+        """Stop the executor of a version that failed after it started: a failed version
+        is never served, and its worker processes would otherwise run until shutdown."""
+        executor, version.executor = version.executor, None
+        if executor is None:
+            return
+        try:
+            await executor.close()
+        except Exception:
+            log.exception("stopping the executor of %s v%s failed", version.model, version.version)
 
     async def close(self) -> None:
         """Drain and stop every version at once; returns even if a model is stuck."""

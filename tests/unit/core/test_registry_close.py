@@ -18,7 +18,7 @@ from modelport.core.process_executor import ProcessExecutor
 from modelport.core.registry import Registry, VersionState
 from modelport.core.repository import ModelSource, VersionSource
 from modelport.core.runtime import Isolation, ModelConfig
-from modelport.core.signature import Signature
+from modelport.core.signature import Signature, TensorSpec
 from modelport.errors import ModelportError
 from modelport.settings import BatchingSettings, ExecutorSettings
 
@@ -79,3 +79,44 @@ def test_close_returns_when_a_worker_is_stuck_and_fails_its_callers(tmp_path: Pa
 
     asyncio.run(main())
     assert multiprocessing.active_children() == []
+
+
+class RecordingExecutor:
+    slots = 1
+    closed = False
+
+    async def run(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        raise AssertionError("a failed version is never served")
+
+    async def close(self) -> None:
+        self.closed = True
+
+
+def test_a_version_failing_after_its_executor_started_stops_it_at_once(tmp_path: Path) -> None:
+    started: list[RecordingExecutor] = []
+
+    async def factory(
+        runtime: str, artifact: Path, config: ModelConfig, board: BusyBoard | None = None
+    ) -> tuple[Signature, Executor]:
+        started.append(RecordingExecutor())
+        spec = TensorSpec("x", "float32", (-1, 3))
+        return Signature(inputs=(spec,), outputs=(spec,)), started[-1]
+
+    async def main() -> None:
+        registry = Registry(
+            RuntimeTable.discover(),
+            BatchingSettings(),
+            ExecutorSettings(),
+            MonotonicClock(),
+            process_factory=factory,
+        )
+        config = ModelConfig(runtime="python", isolation=Isolation.PROCESS)
+        # two feature names for three columns: the version fails after the factory returned
+        source = ModelSource("m", config, (VersionSource("1", tmp_path),), features=("a", "b"))
+        registry.add_sources([source])
+        await registry.load_all()
+        assert registry.get("m").versions["1"].state is VersionState.FAILED
+        assert started and started[0].closed
+        await registry.close()
+
+    asyncio.run(main())
