@@ -422,17 +422,19 @@ class ProcessExecutor:
     async def start(self) -> Signature:
         """Start every worker and wait until each has loaded the model."""
         self._started = True
-        results = await asyncio.gather(
-            *(self._spawn(i) for i in range(self.slots)), return_exceptions=True
-        )
-        failure = next((r for r in results if isinstance(r, BaseException)), None)
+        spawns = [asyncio.ensure_future(self._spawn(i)) for i in range(self.slots)]
+        try:
+            await asyncio.wait(spawns)
+        except asyncio.CancelledError:
+            for task in spawns:  # an unfinished spawn stops its own worker when cancelled
+                task.cancel()
+            await self._abandon(spawns)
+            raise
+        failure = next((t.exception() for t in spawns if t.exception() is not None), None)
         if failure is not None:
-            await asyncio.gather(
-                *(self._stop(r[0]) for r in results if not isinstance(r, BaseException))
-            )
-            self._closed = True
+            await self._abandon(spawns)
             raise failure
-        started = [r for r in results if not isinstance(r, BaseException)]
+        started = [t.result() for t in spawns]
         for worker, _ in started:
             self._workers[worker.index] = worker
             if worker.alive:
@@ -440,6 +442,13 @@ class ProcessExecutor:
             else:  # it died after "ready", while slower siblings were still loading
                 self._worker_exited(worker, worker.how)
         return started[0][1]
+
+    async def _abandon(self, spawns: list[asyncio.Task[tuple[_Worker, Signature]]]) -> None:
+        """Stop the workers that did load: a failed or cancelled start leaves no process."""
+        await asyncio.wait(spawns)
+        loaded = [t.result()[0] for t in spawns if not t.cancelled() and t.exception() is None]
+        await asyncio.gather(*(self._stop(worker) for worker in loaded))
+        self._closed = True
 
     async def _spawn(self, index: int) -> tuple[_Worker, Signature]:
         where = str(self._artifact)

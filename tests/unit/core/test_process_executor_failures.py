@@ -8,6 +8,7 @@ import asyncio
 import errno
 import gc
 import logging
+import multiprocessing
 import os
 import signal
 import subprocess
@@ -34,6 +35,11 @@ class Model:
         self.path = path
         if (path / "hang").exists():
             time.sleep(3600)
+        if (path / "one-slow").exists():  # the first worker loads at once, the others hang
+            try:
+                os.close(os.open(path / "first", os.O_CREAT | os.O_EXCL))
+            except FileExistsError:
+                time.sleep(3600)
         if (path / "crash").exists():  # dies soon after "ready"
             threading.Timer(0.1, os._exit, (3,)).start()
 
@@ -265,3 +271,23 @@ def test_a_failed_restart_tells_callers_no_path_nor_model_message(tmp_path: Path
         await executor.close()
 
     asyncio.run(main())
+
+
+def test_cancelling_start_leaves_no_worker_running(tmp_path: Path) -> None:
+    (tmp_path / "one-slow").write_text("")
+
+    async def main() -> None:
+        (tmp_path / "model.py").write_text(MODEL)
+        executor = ProcessExecutor(
+            "python", tmp_path / "model.py", ModelConfig(), workers=2, stop_timeout_s=0.5
+        )
+        starting = asyncio.create_task(executor.start())
+        while not (tmp_path / "first").exists():
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(0.5)  # the first worker is ready, the second still loading
+        starting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await starting
+
+    asyncio.run(main())
+    assert multiprocessing.active_children() == []
