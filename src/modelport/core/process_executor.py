@@ -121,6 +121,22 @@ def _reserve(shm: SharedMemory, size: int) -> None:
         raise
 
 
+def _pidfd(pid: int) -> int | None:
+    """A descriptor readable once ``pid`` exits (Linux 5.3+), or None.
+
+    multiprocessing's sentinel is a pipe the child holds open, and so does anything the
+    model forks: its end closes only when the last of them exits, and a killed worker with
+    a forked helper would never be seen to die."""
+    pidfd_open = getattr(os, "pidfd_open", None)
+    if pidfd_open is None or pid <= 0:
+        return None
+    try:
+        fd: int = pidfd_open(pid)
+    except OSError:  # an older kernel, or a sandbox refusing the call
+        return None
+    return fd
+
+
 def _free(shm: SharedMemory | None) -> None:
     if shm is None:
         return
@@ -160,7 +176,8 @@ class _Worker:
         self._loop = asyncio.get_running_loop()
         self.born = self._loop.time()
         self._pipe_fd = conn.fileno()
-        self._sentinel = process.sentinel
+        self._pidfd = _pidfd(self.pid)
+        self._sentinel = self._pidfd if self._pidfd is not None else process.sentinel
         self._exit_timer: asyncio.TimerHandle | None = None
         self._loop.add_reader(self._pipe_fd, self._readable)
         self._loop.add_reader(self._sentinel, self._exited)
@@ -290,6 +307,14 @@ class _Worker:
         self._loop.remove_reader(self._sentinel)
         if self._exit_timer is not None:
             self._exit_timer.cancel()
+
+    def close(self) -> None:
+        """Stop watching, and close the pipe and the pidfd (the process is reaped)."""
+        self.unwatch()
+        self.conn.close()
+        if self._pidfd is not None:
+            os.close(self._pidfd)
+            self._pidfd = None
 
 
 _REFUSAL_CHARS = 500
@@ -649,8 +674,7 @@ class ProcessExecutor:
             process.kill()
             await asyncio.to_thread(process.join)
         worker.finish(_describe_exit(process.exitcode))  # fails a call still waiting on it
-        worker.unwatch()
-        worker.conn.close()
+        worker.close()
         process.close()
         worker.stopped = True
         if not worker.busy:

@@ -40,10 +40,17 @@ class Model:
                 os.close(os.open(path / "first", os.O_CREAT | os.O_EXCL))
             except FileExistsError:
                 time.sleep(3600)
+        if (path / "fork").exists():  # a helper that outlives the worker, holding its pipes
+            if os.fork() == 0:
+                time.sleep(30)
+                os._exit(0)
         if (path / "crash").exists():  # dies soon after "ready"
             threading.Timer(0.1, os._exit, (3,)).start()
 
     def predict(self, inputs):
+        if inputs["x"].flat[0] == -2:
+            (self.path / f"started-{os.getpid()}").write_text("")
+            time.sleep(3600)
         if inputs["x"].flat[0] == -1:
             time.sleep(0.3)
             raise ValueError("slow, then wrong")
@@ -291,3 +298,24 @@ def test_cancelling_start_leaves_no_worker_running(tmp_path: Path) -> None:
 
     asyncio.run(main())
     assert multiprocessing.active_children() == []
+
+
+def test_a_killed_worker_is_seen_dead_even_if_a_helper_it_forked_lives_on(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "fork").write_text("")
+
+    async def main() -> None:
+        executor = executor_for(tmp_path)
+        await executor.start()
+        pid = executor.pids[0]
+        call = asyncio.create_task(executor.run({"x": np.full((1, 3), -2, np.float32)}))
+        while not (tmp_path / f"started-{pid}").exists():
+            await asyncio.sleep(0.02)
+        (tmp_path / "fork").unlink()  # its replacement forks no helper
+        os.kill(pid, signal.SIGKILL)
+        with pytest.raises(WorkerFailed, match="SIGKILL"):
+            await asyncio.wait_for(call, 5)
+        await executor.close()
+
+    asyncio.run(main())
