@@ -75,6 +75,7 @@ _EXIT_GRACE_S = 2.0  # after a pipe EOF, how long to wait for the exit code befo
 _PAGE = 4096
 STABLE_S = 30.0  # a worker that lived this long (or served a call) resets its slot's back-off
 LOAD_TIMEOUT_S = 300.0  # a worker not "ready" by then is killed: its load counts as failed
+_SHRINK_AFTER = 64  # calls in a row a segment was 4x too big before it is made smaller
 _READ_BYTES = 1 << 20  # one read per readable event: never more than what is there
 
 
@@ -170,6 +171,8 @@ class _Worker:
         self.request: SharedMemory | None = None
         self.response: SharedMemory | None = None
         self._min = buffer_bytes
+        self._small_calls = [0, 0]  # calls in a row the request/response segment was 4x too big
+        self.response_need = 0  # the last reply's bytes
         self._on_exit = on_exit
         self._reply: asyncio.Future[Message] | None = None
         self._frames = FrameReader()
@@ -200,20 +203,38 @@ class _Worker:
         return reply
 
     def request_buffer(self, size: int) -> SharedMemory:
-        self.request = self._fit(self.request, size)
+        self.request = self._fit(self.request, size, 0)
         return self.request
 
     def response_buffer(self, size: int) -> SharedMemory:
-        self.response = self._fit(self.response, size)
+        """The response segment for a reply of ``size`` bytes (at the start of a call: the
+        size of the last reply, the best guess there is; the worker asks if it is short)."""
+        self.response = self._fit(self.response, size, 1)
         return self.response
 
-    def _fit(self, current: SharedMemory | None, size: int) -> SharedMemory:
-        """``current`` if it holds ``size`` bytes, else a bigger segment in its place."""
+    def _fit(self, current: SharedMemory | None, size: int, which: int) -> SharedMemory:
+        """``current`` if it holds ``size`` bytes, else a bigger segment in its place; a
+        smaller one once ``current`` has been far too big for ``_SHRINK_AFTER`` calls."""
         if current is not None and size <= current.size:
-            return current
-        new = _new_segment(size, current, self._min)
+            if not self._oversized(current, size, which):
+                return current
+            new = _new_segment(2 * size, None, self._min)
+        else:
+            new = _new_segment(size, current, self._min)
         _free(current)
         return new
+
+    def _oversized(self, current: SharedMemory, size: int, which: int) -> bool:
+        # One huge batch must not pin its memory for ever (segments are backed, see
+        # _reserve); a run of calls, not one, so that alternating sizes do not thrash.
+        if current.size <= self._min or 4 * size > current.size:
+            self._small_calls[which] = 0
+            return False
+        self._small_calls[which] += 1
+        if self._small_calls[which] < _SHRINK_AFTER:
+            return False
+        self._small_calls[which] = 0
+        return True
 
     def free_buffers(self) -> None:
         _free(self.request)
@@ -531,7 +552,7 @@ class ProcessExecutor:
                 await asyncio.to_thread(write_slots, segment_buf(request), batch, slots)
             else:
                 write_slots(segment_buf(request), batch, slots)
-            response = worker.response_buffer(0)
+            response = worker.response_buffer(worker.response_need)
             reply = await worker.ask(("run", request.name, response.name, response.size, slots))
             while reply[0] == "grow":
                 size = _growth(worker, reply)
@@ -557,6 +578,7 @@ class ProcessExecutor:
                 # like the batcher: the model's own message goes to the log, not to callers
                 raise ModelFailed(f"the model raised {kind.rsplit('.', 1)[-1]}")
             out_slots = _output_slots(worker, reply, len(segment_buf(response)))
+            worker.response_need = slots_nbytes(out_slots)
             worker.served = True
             if slots_nbytes(out_slots) > _OFF_LOOP_BYTES:
                 return await asyncio.to_thread(read_slots, segment_buf(response), out_slots, True)

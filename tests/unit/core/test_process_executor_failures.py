@@ -319,3 +319,25 @@ def test_a_killed_worker_is_seen_dead_even_if_a_helper_it_forked_lives_on(
         await executor.close()
 
     asyncio.run(main())
+
+
+def test_segments_shrink_after_a_run_of_small_calls(tmp_path: Path) -> None:
+    def sizes() -> list[int]:
+        return sorted(os.stat(f"/dev/shm/{name}").st_size for name in segments())
+
+    async def main() -> None:
+        executor = executor_for(tmp_path)
+        await executor.start()
+        huge = {"x": np.ones((1_000_000, 3), dtype=np.float32)}  # 12 MB in, 12 MB out
+        await executor.run(huge)
+        assert min(sizes()) >= 12_000_000
+        for _ in range(70):
+            out = await executor.run(ONES)
+        assert out["y"].tolist() == [[2, 2, 2]]
+        assert max(sizes()) <= 1 << 20  # back to the minimum
+        out = await executor.run(huge)  # and growing again still works
+        assert float(out["y"].sum()) == 6_000_000.0
+        await executor.close()
+
+    asyncio.run(main())
+    assert segments() == set()
