@@ -12,12 +12,13 @@ Protocol, one request at a time per worker (every message is a tuple of plain da
 
 A slot is ``(name, dtype_str, shape, offset)`` into a buffer, or ``(name, None, array, 0)``
 for arrays that cannot live in raw memory (object or structured dtypes), which are pickled
-with the message. The worker's half lives in ``_process_worker``. The parent owns every
-shared-memory segment (one request and one response buffer per worker, grown on demand,
-never shrunk): it creates and unlinks them, workers only attach. The parent reads its pipes
-with event-loop readers, so no thread waits on a worker.
+with the message. The worker's half lives in ``_process_worker``, the parent's end of one
+worker in ``_worker_link``. The parent owns every shared-memory segment (one request and
+one response buffer per worker, grown on demand, shrunk after a run of small calls): it
+creates and unlinks them, workers only attach. The parent reads its pipes with event-loop
+readers, so no thread waits on a worker.
 
-A worker that dies (EOF on its pipe or its process sentinel) fails the call it was running
+A worker that dies (EOF on its pipe, or its pidfd or process sentinel) fails the call it was running
 with ``WorkerFailed`` and is restarted in the background, with back-off while restarts fail
 or restarted workers die before proving themselves. A worker runs the model's code, so
 what it sends is read as untrusted bytes (``_wire``); isolation protects the server from a
@@ -28,18 +29,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import logging
 import multiprocessing
-import os
-import secrets
-import signal
 from collections import deque
-from collections.abc import Callable
-from multiprocessing.connection import Connection
-from multiprocessing.context import SpawnProcess
-from multiprocessing.shared_memory import SharedMemory
-from os import getpid
 from pathlib import Path
 
 from modelport import errors
@@ -56,287 +48,22 @@ from modelport.core._process_worker import (
 )
 from modelport.core._wire import (
     BadFrame,
-    FrameReader,
     checked_growth,
     checked_slots,
-    decode,
 )
+from modelport.core._worker_link import WorkerLink, describe_exit
 from modelport.core.busy import BusyBoard
 from modelport.core.executors import Executor
 from modelport.core.registry import ExecutorFactory
 from modelport.core.runtime import ModelConfig
 from modelport.core.signature import NamedArrays, Signature
-from modelport.errors import ConfigError, ModelFailed, Overloaded, WorkerFailed
+from modelport.errors import ConfigError, ModelFailed, WorkerFailed
 
 log = logging.getLogger("modelport.process_executor")
 
 _OFF_LOOP_BYTES = 8 << 20  # bigger copies (> ~0.3 ms) run in a thread, off the event loop
-_EXIT_GRACE_S = 2.0  # after a pipe EOF, how long to wait for the exit code before failing
-_PAGE = 4096
 STABLE_S = 30.0  # a worker that lived this long (or served a call) resets its slot's back-off
 LOAD_TIMEOUT_S = 300.0  # a worker not "ready" by then is killed: its load counts as failed
-_SHRINK_AFTER = 64  # calls in a row a segment was 4x too big before it is made smaller
-_READ_BYTES = 1 << 20  # one read per readable event: never more than what is there
-
-
-# ── the parent's side ────────────────────────────────────────────────────────────────────
-def _describe_exit(code: int | None) -> str:
-    if code is None:
-        return "closed its pipe"
-    if code < 0:
-        try:
-            return f"was killed by {signal.Signals(-code).name}"
-        except ValueError:
-            return f"was killed by signal {-code}"
-    return f"exited with code {code}"
-
-
-def _new_segment(size: int, current: SharedMemory | None, minimum: int) -> SharedMemory:
-    old = current.size if current is not None else 0
-    size = max(size, 2 * old, minimum)
-    size = -(-size // _PAGE) * _PAGE
-    shm = SharedMemory(name=f"mp{getpid()}_{secrets.token_hex(6)}", create=True, size=size)
-    try:
-        _reserve(shm, size)
-    except BaseException:
-        _free(shm)
-        raise
-    return shm
-
-
-def _reserve(shm: SharedMemory, size: int) -> None:
-    """Back the whole segment with memory now. A new segment is only a size: on a full
-    /dev/shm the first write past the free space kills the writer with SIGBUS, and the
-    writer is this server."""
-    allocate = getattr(os, "posix_fallocate", None)  # not on macOS
-    if allocate is None:
-        return
-    try:
-        allocate(shm._fd, 0, size)  # type: ignore[attr-defined]  # SharedMemory keeps its fd
-    except OSError as exc:
-        if exc.errno in (errno.EOPNOTSUPP, errno.EINVAL):  # a file system that cannot say
-            return
-        if exc.errno == errno.ENOSPC:
-            log.error("shared memory is full: %d bytes for model tensors do not fit", size)
-            raise Overloaded("the server is out of shared memory for the model's tensors") from None
-        raise
-
-
-def _pidfd(pid: int) -> int | None:
-    """A descriptor readable once ``pid`` exits (Linux 5.3+), or None.
-
-    multiprocessing's sentinel is a pipe the child holds open, and so does anything the
-    model forks: its end closes only when the last of them exits, and a killed worker with
-    a forked helper would never be seen to die."""
-    pidfd_open = getattr(os, "pidfd_open", None)
-    if pidfd_open is None or pid <= 0:
-        return None
-    try:
-        fd: int = pidfd_open(pid)
-    except OSError:  # an older kernel, or a sandbox refusing the call
-        return None
-    return fd
-
-
-def _free(shm: SharedMemory | None) -> None:
-    if shm is None:
-        return
-    with contextlib.suppress(BufferError):
-        shm.close()
-    with contextlib.suppress(FileNotFoundError):
-        shm.unlink()
-
-
-class _Worker:
-    """The parent's end of one worker: process, pipe, buffers and the reply being awaited."""
-
-    def __init__(
-        self,
-        index: int,
-        process: SpawnProcess,
-        conn: Connection,
-        on_exit: Callable[[_Worker, str], None],
-        buffer_bytes: int,
-    ) -> None:
-        self.index = index
-        self.process = process
-        self.conn = conn
-        self.pid = process.pid or 0
-        self.alive = True
-        self.busy = False
-        self.stopped = False
-        self.how = ""  # how it died, once it has
-        self.served = False  # answered a call: it works, whatever made its predecessors die
-        self._reaping = False
-        self.request: SharedMemory | None = None
-        self.response: SharedMemory | None = None
-        self._min = buffer_bytes
-        self._small_calls = [0, 0]  # calls in a row the request/response segment was 4x too big
-        self.response_need = 0  # the last reply's bytes
-        self._on_exit = on_exit
-        self._reply: asyncio.Future[Message] | None = None
-        self._frames = FrameReader()
-        self._loop = asyncio.get_running_loop()
-        self.born = self._loop.time()
-        self._pipe_fd = conn.fileno()
-        self._pidfd = _pidfd(self.pid)
-        self._sentinel = self._pidfd if self._pidfd is not None else process.sentinel
-        self._exit_timer: asyncio.TimerHandle | None = None
-        self._loop.add_reader(self._pipe_fd, self._readable)
-        self._loop.add_reader(self._sentinel, self._exited)
-
-    def ask(self, msg: Message | None) -> asyncio.Future[Message]:
-        """Send ``msg`` (None: just wait) and return a future for the worker's next message."""
-        reply: asyncio.Future[Message] = self._loop.create_future()
-        if not self.alive:
-            reply.set_exception(WorkerFailed(f"model worker {self.pid} is not running", "died"))
-            return reply
-        self._reply = reply
-        if msg is not None:
-            try:
-                self.conn.send(msg)
-            except (BrokenPipeError, ConnectionResetError):
-                pass  # the worker is dying; its readers will fail the reply in a moment
-            except BaseException:
-                self._reply = None
-                raise
-        return reply
-
-    def request_buffer(self, size: int) -> SharedMemory:
-        self.request = self._fit(self.request, size, 0)
-        return self.request
-
-    def response_buffer(self, size: int) -> SharedMemory:
-        """The response segment for a reply of ``size`` bytes (at the start of a call: the
-        size of the last reply, the best guess there is; the worker asks if it is short)."""
-        self.response = self._fit(self.response, size, 1)
-        return self.response
-
-    def _fit(self, current: SharedMemory | None, size: int, which: int) -> SharedMemory:
-        """``current`` if it holds ``size`` bytes, else a bigger segment in its place; a
-        smaller one once ``current`` has been far too big for ``_SHRINK_AFTER`` calls."""
-        if current is not None and size <= current.size:
-            if not self._oversized(current, size, which):
-                return current
-            new = _new_segment(2 * size, None, self._min)
-        else:
-            new = _new_segment(size, current, self._min)
-        _free(current)
-        return new
-
-    def _oversized(self, current: SharedMemory, size: int, which: int) -> bool:
-        # One huge batch must not pin its memory for ever (segments are backed, see
-        # _reserve); a run of calls, not one, so that alternating sizes do not thrash.
-        if current.size <= self._min or 4 * size > current.size:
-            self._small_calls[which] = 0
-            return False
-        self._small_calls[which] += 1
-        if self._small_calls[which] < _SHRINK_AFTER:
-            return False
-        self._small_calls[which] = 0
-        return True
-
-    def free_buffers(self) -> None:
-        _free(self.request)
-        _free(self.response)
-        self.request = self.response = None
-
-    def _deliver(self, frame: bytes) -> None:
-        reply, self._reply = self._reply, None
-        if reply is None or reply.done():
-            if reply is None or not reply.cancelled():  # a cancelled wait drops its reply
-                log.warning("model worker %d sent a message nobody asked for", self.pid)
-            return
-        try:
-            reply.set_result(decode(frame))
-        except Exception as exc:
-            # The frame was read whole, so the pipe stays in step and the worker can serve
-            # again; typically the model returned objects of its own classes.
-            log.error("model worker %d sent a reply the server cannot read: %s", self.pid, exc)
-            reply.set_exception(ModelFailed("the model returned an output the server cannot read"))
-
-    def _read(self) -> bool:
-        """Take what the pipe holds and deliver the frames it completes; False at EOF."""
-        try:
-            data = os.read(self._pipe_fd, _READ_BYTES)
-        except OSError:
-            data = b""
-        if not data:
-            return False
-        for frame in self._frames.feed(data):
-            self._deliver(frame)
-        return True
-
-    def _readable(self) -> None:
-        try:
-            if self._read():
-                return
-            self._loop.remove_reader(self._pipe_fd)
-            # the exit code follows within milliseconds through the sentinel; don't hang on it
-            self._exit_timer = self._loop.call_later(_EXIT_GRACE_S, self._exited)
-        except BadFrame as exc:
-            self.kill(f"was stopped: {exc}")
-        except Exception:  # a bug here must never leave a caller waiting for ever
-            log.exception("reading model worker %d failed", self.pid)
-            self.kill("was stopped: reading its replies failed")
-
-    def _exited(self) -> None:
-        """The sentinel fired (or the pipe closed a while ago): collect the exit code, report."""
-        if not self.alive or self._reaping:
-            return
-        self._reaping = True
-        try:
-            self.unwatch()
-            while self.conn.poll():  # a reply written just before dying still counts
-                if not self._read():
-                    break
-        except BadFrame as exc:
-            self.kill(f"was stopped: {exc}")
-            return
-        except Exception:
-            log.exception("collecting model worker %d's last replies failed", self.pid)
-        self._reap(0)
-
-    def kill(self, how: str) -> None:
-        """Kill the process now and fail the call waiting on it (it is then restarted)."""
-        with contextlib.suppress(Exception):
-            self.process.kill()
-        self.finish(how)
-
-    def _reap(self, tries: int) -> None:
-        # the sentinel can fire a moment before the child can be waited for
-        code = self.process.exitcode
-        if code is None and tries < 20:
-            self._exit_timer = self._loop.call_later(0.005, self._reap, tries + 1)
-            return
-        self.finish(_describe_exit(code))
-
-    def finish(self, how: str) -> None:
-        """Mark the worker dead: fail the call waiting on it and tell the executor."""
-        if not self.alive:
-            return
-        self.alive = False
-        self.how = how
-        self.unwatch()
-        reply, self._reply = self._reply, None
-        if reply is not None and not reply.done():
-            reply.set_exception(WorkerFailed(f"the model worker (pid {self.pid}) {how}", "died"))
-        self._on_exit(self, how)
-
-    def unwatch(self) -> None:
-        self._loop.remove_reader(self._pipe_fd)
-        self._loop.remove_reader(self._sentinel)
-        if self._exit_timer is not None:
-            self._exit_timer.cancel()
-
-    def close(self) -> None:
-        """Stop watching, and close the pipe and the pidfd (the process is reaped)."""
-        self.unwatch()
-        self.conn.close()
-        if self._pidfd is not None:
-            os.close(self._pidfd)
-            self._pidfd = None
-
 
 _REFUSAL_CHARS = 500
 # Callers see a WorkerFailed's message (a 503 is not masked), and why a restart failed names
@@ -371,11 +98,11 @@ def _longer(delay: float) -> float:
     return min(max(2 * delay, 0.5), 30.0)
 
 
-def _broken(worker: _Worker) -> WorkerFailed:
+def _broken(worker: WorkerLink) -> WorkerFailed:
     return WorkerFailed(f"the model worker (pid {worker.pid}) {worker.how}", "protocol")
 
 
-def _error_reply(worker: _Worker, reply: Message) -> tuple[str, str, str, str]:
+def _error_reply(worker: WorkerLink, reply: Message) -> tuple[str, str, str, str]:
     """An ``("err", kind, message, traceback)`` reply, all strings, or the worker is killed."""
     if len(reply) == 4 and all(isinstance(part, str) for part in reply):
         return reply[0], reply[1], reply[2], reply[3]
@@ -383,7 +110,7 @@ def _error_reply(worker: _Worker, reply: Message) -> tuple[str, str, str, str]:
     raise _broken(worker)
 
 
-def _growth(worker: _Worker, reply: Message) -> int:
+def _growth(worker: WorkerLink, reply: Message) -> int:
     """The size a ``("grow", nbytes)`` asks for, within bounds, or the worker is killed."""
     try:
         if len(reply) != 2:
@@ -394,7 +121,7 @@ def _growth(worker: _Worker, reply: Message) -> int:
         raise _broken(worker) from None
 
 
-def _output_slots(worker: _Worker, reply: Message, capacity: int) -> list[Slot]:
+def _output_slots(worker: WorkerLink, reply: Message, capacity: int) -> list[Slot]:
     """The slots of an ``("ok", slots)`` reply, checked; any other reply kills the worker."""
     try:
         if reply[0] != "ok" or len(reply) != 2:
@@ -447,9 +174,9 @@ class ProcessExecutor:
         # worker processes compute on the cores a sibling would lend to a lone row
         self._board = board
         self._ctx = multiprocessing.get_context("spawn")
-        self._workers: list[_Worker | None] = [None] * workers
-        self._idle: deque[_Worker] = deque()
-        self._waiters: deque[asyncio.Future[_Worker]] = deque()
+        self._workers: list[WorkerLink | None] = [None] * workers
+        self._idle: deque[WorkerLink] = deque()
+        self._waiters: deque[asyncio.Future[WorkerLink]] = deque()
         self._inflight: set[asyncio.Task[NamedArrays]] = set()
         self._restarts: dict[int, asyncio.Task[None]] = {}
         self._restart_error: str | None = None
@@ -489,14 +216,14 @@ class ProcessExecutor:
                 self._worker_exited(worker, worker.how)
         return started[0][1]
 
-    async def _abandon(self, spawns: list[asyncio.Task[tuple[_Worker, Signature]]]) -> None:
+    async def _abandon(self, spawns: list[asyncio.Task[tuple[WorkerLink, Signature]]]) -> None:
         """Stop the workers that did load: a failed or cancelled start leaves no process."""
         await asyncio.wait(spawns)
         loaded = [t.result()[0] for t in spawns if not t.cancelled() and t.exception() is None]
         await asyncio.gather(*(self._stop(worker) for worker in loaded))
         self._closed = True
 
-    async def _spawn(self, index: int) -> tuple[_Worker, Signature]:
+    async def _spawn(self, index: int) -> tuple[WorkerLink, Signature]:
         where = str(self._artifact)
         parent_conn, child_conn = self._ctx.Pipe()
         process = self._ctx.Process(
@@ -512,7 +239,7 @@ class ProcessExecutor:
             raise
         finally:
             child_conn.close()  # so the worker's death reads as EOF here
-        worker = _Worker(index, process, parent_conn, self._worker_exited, self._buffer_bytes)
+        worker = WorkerLink(index, process, parent_conn, self._worker_exited, self._buffer_bytes)
         try:
             msg = await asyncio.wait_for(worker.ask(None), self._load_timeout_s)
             return worker, _loaded(msg, where)
@@ -541,7 +268,7 @@ class ProcessExecutor:
         task.add_done_callback(_retrieve)
         return await asyncio.shield(task)
 
-    async def _exchange(self, worker: _Worker, batch: NamedArrays) -> NamedArrays:
+    async def _exchange(self, worker: WorkerLink, batch: NamedArrays) -> NamedArrays:
         board = self._board
         if board is not None:
             board.enter()
@@ -588,7 +315,7 @@ class ProcessExecutor:
             if board is not None:
                 board.leave()
 
-    async def _acquire(self) -> _Worker:
+    async def _acquire(self) -> WorkerLink:
         while True:
             if self._closed or not self._started:
                 raise WorkerFailed("the model's worker processes are not running", "closed")
@@ -599,7 +326,7 @@ class ProcessExecutor:
                     return worker
             if self._restart_error is not None and not self.pids:
                 raise WorkerFailed(_RESTART_FAILED, "restart_failed")
-            waiter: asyncio.Future[_Worker] = asyncio.get_running_loop().create_future()
+            waiter: asyncio.Future[WorkerLink] = asyncio.get_running_loop().create_future()
             self._waiters.append(waiter)
             try:
                 worker = await waiter
@@ -613,7 +340,7 @@ class ProcessExecutor:
             # shared memory is never unlinked
             self._release(worker)
 
-    def _release(self, worker: _Worker) -> None:
+    def _release(self, worker: WorkerLink) -> None:
         if not worker.alive or self._closed:
             worker.busy = False
             if not worker.alive:
@@ -629,7 +356,7 @@ class ProcessExecutor:
         self._idle.append(worker)
 
     # ── deaths and restarts ──────────────────────────────────────────────────────────────
-    def _worker_exited(self, worker: _Worker, how: str) -> None:
+    def _worker_exited(self, worker: WorkerLink, how: str) -> None:
         with contextlib.suppress(ValueError):
             self._idle.remove(worker)
         if not worker.busy:
@@ -643,7 +370,7 @@ class ProcessExecutor:
         self._restarts[worker.index] = task
         task.add_done_callback(lambda _: self._restarts.pop(worker.index, None))
 
-    async def _restart(self, dead: _Worker) -> None:
+    async def _restart(self, dead: WorkerLink) -> None:
         await self._stop(dead)  # reap it and close its pipe
         delay = self._backoff.get(dead.index, 0.0)
         while not self._closed:
@@ -683,7 +410,7 @@ class ProcessExecutor:
                 waiter.set_exception(exc)
 
     # ── shutdown ─────────────────────────────────────────────────────────────────────────
-    async def _stop(self, worker: _Worker) -> None:
+    async def _stop(self, worker: WorkerLink) -> None:
         """Ask a worker to stop, kill it after the timeout, and release what it holds."""
         if worker.stopped:
             return
@@ -695,7 +422,7 @@ class ProcessExecutor:
         if process.is_alive():  # workers defer SIGTERM (see _defer_sigterm): no point in it
             process.kill()
             await asyncio.to_thread(process.join)
-        worker.finish(_describe_exit(process.exitcode))  # fails a call still waiting on it
+        worker.finish(describe_exit(process.exitcode))  # fails a call still waiting on it
         worker.close()
         process.close()
         worker.stopped = True
