@@ -51,6 +51,7 @@ class FrameReader:
     def __init__(self, limit: int = MAX_FRAME_BYTES) -> None:
         self._buf = bytearray()
         self._limit = limit
+        self.missing = 0  # bytes the frame being read still lacks (0: unknown or none)
 
     def feed(self, data: bytes) -> list[bytes]:
         """Add ``data``; return the frames now complete. Raises ``BadFrame`` on a header
@@ -63,7 +64,9 @@ class FrameReader:
                 return frames
             start, size = header
             if len(self._buf) < start + size:
+                self.missing = start + size - len(self._buf)
                 return frames
+            self.missing = 0
             frames.append(bytes(self._buf[start : start + size]))
             del self._buf[: start + size]
 

@@ -26,7 +26,10 @@ log = logging.getLogger("modelport.process_executor")
 _EXIT_GRACE_S = 2.0  # after a pipe EOF, how long to wait for the exit code before failing
 _PAGE = 4096
 _SHRINK_AFTER = 64  # calls in a row a segment was 4x too big before it is made smaller
-_READ_BYTES = 1 << 20  # one read per readable event: never more than what is there
+# One read per readable event returns what is there, up to this: sized for the common small
+# message, as os.read allocates the whole size first (1 MiB cost ~40 us a call); the rest
+# of a big frame, whose size the header gave, is asked for at once.
+_READ_BYTES = 64 << 10
 
 
 def describe_exit(code: int | None) -> str:
@@ -207,7 +210,7 @@ class WorkerLink:
     def _read(self) -> bool:
         """Take what the pipe holds and deliver the frames it completes; False at EOF."""
         try:
-            data = os.read(self._pipe_fd, _READ_BYTES)
+            data = os.read(self._pipe_fd, max(_READ_BYTES, self._frames.missing))
         except OSError:
             data = b""
         if not data:

@@ -305,9 +305,9 @@ class ProcessExecutor:
                 # like the batcher: the model's own message goes to the log, not to callers
                 raise ModelFailed(f"the model raised {kind.rsplit('.', 1)[-1]}")
             out_slots = _output_slots(worker, reply, len(segment_buf(response)))
-            worker.response_need = slots_nbytes(out_slots)
+            worker.response_need = need = slots_nbytes(out_slots)
             worker.served = True
-            if slots_nbytes(out_slots) > _OFF_LOOP_BYTES:
+            if need > _OFF_LOOP_BYTES:
                 return await asyncio.to_thread(read_slots, segment_buf(response), out_slots, True)
             return read_slots(segment_buf(response), out_slots, copy=True)
         finally:

@@ -95,7 +95,9 @@ def test_frames_are_cut_only_when_whole_and_capped() -> None:
     data = frame(b"abc") + frame(b"0123456789")
     assert reader.feed(data[:5]) == []
     assert reader.feed(data[5:9]) == [b"abc"]
-    assert reader.feed(data[9:]) == [b"0123456789"]
+    assert reader.feed(data[9:13]) == []
+    assert reader.missing == 8  # the next frame's header is in: read the rest at once
+    assert reader.feed(data[13:]) == [b"0123456789"] and reader.missing == 0
     with pytest.raises(BadFrame, match="11 bytes"):
         FrameReader(limit=10).feed(struct.pack("!i", 11))
     with pytest.raises(BadFrame):
