@@ -32,6 +32,8 @@ import contextlib
 import logging
 import multiprocessing
 from collections import deque
+from collections.abc import Callable
+from multiprocessing.shared_memory import SharedMemory
 from pathlib import Path
 
 from modelport import errors
@@ -84,6 +86,14 @@ def _loaded(msg: Message, where: str) -> Signature:
             message = f"{where}: loading raised {kind}: {message}"
         raise ConfigError(message)
     raise ConfigError(f"{where}: the model worker sent {msg[0][:40]!r} instead of its signature")
+
+
+async def _off_loop_if_big(size: int, fit: Callable[[int], SharedMemory]) -> SharedMemory:
+    """``fit(size)``, in a thread when a new segment of that size would be slow to back
+    (posix_fallocate takes ~0.25 ms a MiB; a segment that fits already returns at once)."""
+    if size > _OFF_LOOP_BYTES:
+        return await asyncio.to_thread(fit, size)
+    return fit(size)
 
 
 def _retrieve(task: asyncio.Task[NamedArrays]) -> None:
@@ -274,7 +284,7 @@ class ProcessExecutor:
             board.enter()
         try:
             slots, size = layout(batch)
-            request = worker.request_buffer(size)
+            request = await _off_loop_if_big(size, worker.request_buffer)
             if size > _OFF_LOOP_BYTES:
                 await asyncio.to_thread(write_slots, segment_buf(request), batch, slots)
             else:
@@ -284,7 +294,7 @@ class ProcessExecutor:
             while reply[0] == "grow":
                 size = _growth(worker, reply)
                 try:
-                    response = worker.response_buffer(size)
+                    response = await _off_loop_if_big(size, worker.response_buffer)
                 except BaseException:
                     # the worker waits for "resp" and would read the next "run" as one:
                     # it cannot be reused, so it is stopped (and restarted)
