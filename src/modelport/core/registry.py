@@ -339,7 +339,9 @@ class Registry:
             log.exception("stopping the executor of %s v%s failed", version.model, version.version)
 
     async def close(self) -> None:
-        """Drain and stop every version at once; returns even if a model is stuck."""
+        """Drain and stop every version at once; returns even if an isolated model (a process
+        executor) is stuck: a thread cannot be stopped, so a stuck in-process model still
+        holds its drain."""
         versions = [v for model in self._models.values() for v in model.versions.values()]
         await asyncio.gather(*(self._close_version(v) for v in versions))
 
