@@ -85,7 +85,6 @@ class FakeTransport(asyncio.Transport):
         self.closed = False
         self.eof_written = False  # write_eof(): our side is half-closed
         self.half_close = True  # what can_write_eof() says (TLS transports say False)
-        self.buffered = 0  # what get_write_buffer_size() says
         self.aborted = False
         self._extra = {"sockname": ("127.0.0.1", 8000), "peername": ("127.0.0.1", peer_port)}
 
@@ -99,9 +98,6 @@ class FakeTransport(asyncio.Transport):
 
     def is_closing(self) -> bool:
         return self.closed
-
-    def get_write_buffer_size(self) -> int:
-        return self.buffered  # what a test says the client has not read yet
 
     def abort(self) -> None:
         self.closed = True

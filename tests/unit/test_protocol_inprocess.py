@@ -368,9 +368,9 @@ def test_no_requests_are_read_while_the_client_does_not_read_our_answers() -> No
 def test_pipelined_requests_answered_at_once_do_not_recurse(
     tmp_path: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Queued direct-path requests answered synchronously (here a 404 each) are started
-    one loop turn apart, not from inside the previous answer: 400 of them used to exhaust
-    the stack and leave the connection hanging."""
+    """Queued direct-path requests answered synchronously (here a 404 each) run in a loop,
+    not each from inside the previous answer: 400 of them used to exhaust the stack and
+    leave the connection hanging."""
     monkeypatch.setattr(protocol_module, "MAX_PIPELINE", 1000)
 
     async def main() -> None:

@@ -176,7 +176,7 @@ class HttpProtocol(asyncio.Protocol):
         self.progress_at = 0
         self.watch_mark: tuple[int, int] | None = None  # progress at the last look (_check_idle)
         # no more requests are read from this connection: the parser stopped (a malformed
-        # request, or too many pipelined), and what is owed is answered first
+        # request, an upgrade), and what is owed is answered first
         self.parsing_stopped = False
         self.refusal: bytes | None = None  # an error answer owed after those before it
         self.backlog = b""  # received, not parsed yet: the queue was full (_feed_slices)
@@ -268,7 +268,7 @@ class HttpProtocol(asyncio.Protocol):
                 # httptools holds a header (or trailer) line until it ends, so a line that
                 # never ends, or trailer fields without end, would grow without bound:
                 # whole reads that got the parser nowhere are counted here
-                self._reject(431, "Request line and headers are too large.")
+                self._reject(*_TOO_LARGE)
 
     def _reject(self, status: int, message: str) -> None:
         if isinstance(self.parser, _Discard):  # lingering: our side is closed for writing
@@ -313,8 +313,7 @@ class HttpProtocol(asyncio.Protocol):
         # and time it (_check_idle)
         self.flow.pause_writing()
         self.flow.pause_reading()
-        if self.timer is None:
-            self.timer = self.loop.call_later(self.keep_alive_s, self._check_idle)
+        self._watch()
 
     def resume_writing(self) -> None:
         self.drains += 1
@@ -390,8 +389,7 @@ class HttpProtocol(asyncio.Protocol):
     def _idle(self) -> None:
         """From now on the client owes us a request's headers within the keep-alive time."""
         self.idle_since = self.loop.time()
-        if self.timer is None:
-            self.timer = self.loop.call_later(self.keep_alive_s, self._check_idle)
+        self._watch()
 
     def _check_idle(self) -> None:
         """The connection's one timer: a client owing a request's headers gets the

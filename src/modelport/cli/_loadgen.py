@@ -61,10 +61,20 @@ class LoadResult:
         return 1000 * ordered[min(len(ordered), rank) - 1]
 
 
-def _request_bytes(url: str, body: bytes, headers: dict[str, str]) -> tuple[str, int, bytes]:
+def check_url(url: str) -> None:
+    """The load generator speaks plain HTTP/1.1: an http:// URL with a host, or ValueError."""
     parts = urlsplit(url)
     if parts.scheme != "http" or not parts.hostname:
-        raise ValueError(f"only http:// URLs are supported, got {url!r}")
+        raise ValueError(
+            f"use an http:// URL such as http://127.0.0.1:8000, got {url!r} "
+            "(the load generator speaks plain HTTP/1.1)"
+        )
+
+
+def _request_bytes(url: str, body: bytes, headers: dict[str, str]) -> tuple[str, int, bytes]:
+    check_url(url)
+    parts = urlsplit(url)
+    assert parts.hostname is not None  # check_url
     port = parts.port or 80
     head = [
         f"POST {parts.path or '/'} HTTP/1.1",
@@ -107,36 +117,36 @@ async def run_load(
     started = time.monotonic()
     deadline = started + seconds
 
+    # never wait on a silent server past the run and its grace: one limit per connection
+    # (a timeout per request would cost a task each)
+    give_up = asyncio.get_running_loop().time() + seconds + grace_s
+
     async def connection() -> None:
         reader: asyncio.StreamReader | None = None
         writer: asyncio.StreamWriter | None = None
-
-        async def exchange() -> int:
-            nonlocal reader, writer
-            if writer is None:
-                reader, writer = await asyncio.open_connection(host, port)
-            assert reader is not None
-            writer.write(request)
-            return await _read_response(reader)
-
-        while time.monotonic() < deadline:
-            try:
-                start = time.perf_counter()
-                # never wait on a silent server past the run and its grace; wait_for
-                # cancels the straggler
-                limit = deadline - time.monotonic() + grace_s
-                status = await asyncio.wait_for(exchange(), limit)
-                result.record(status, time.perf_counter() - start)
-                result.elapsed_s = max(result.elapsed_s, time.monotonic() - started)
-            except (OSError, ConnectionError, ValueError, asyncio.IncompleteReadError):
-                # TimeoutError is an OSError: a timed-out request is an error too
-                result.errors += 1
-                if writer is not None:
-                    writer.close()
-                reader = writer = None
-                await asyncio.sleep(0.01)
-        if writer is not None:
-            writer.close()
+        try:
+            async with asyncio.timeout_at(give_up):
+                while time.monotonic() < deadline:
+                    try:
+                        if writer is None:
+                            reader, writer = await asyncio.open_connection(host, port)
+                        assert reader is not None
+                        start = time.perf_counter()
+                        writer.write(request)
+                        status = await _read_response(reader)
+                        result.record(status, time.perf_counter() - start)
+                        result.elapsed_s = max(result.elapsed_s, time.monotonic() - started)
+                    except (OSError, ConnectionError, ValueError, asyncio.IncompleteReadError):
+                        result.errors += 1
+                        if writer is not None:
+                            writer.close()
+                        reader = writer = None
+                        await asyncio.sleep(0.01)
+        except TimeoutError:  # the request in flight outlived the grace: cancelled
+            result.errors += 1
+        finally:
+            if writer is not None:
+                writer.close()
 
     async def ticker() -> None:
         start = time.monotonic()

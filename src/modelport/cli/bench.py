@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 import sys
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import click
 import httpx
@@ -15,7 +15,7 @@ import orjson
 from modelport.cli import _bench_model as model
 from modelport.cli._bench_server import BenchServer, sigterm_exits
 from modelport.cli._common import echo_status
-from modelport.cli._loadgen import LoadResult, run_load
+from modelport.cli._loadgen import LoadResult, check_url, run_load
 
 FAILED_NOTE = "! some requests failed: req/s, p50 and p99 count the 2xx answers only"
 
@@ -146,18 +146,17 @@ def bench(
                 raise click.ClickException(f"cannot reach the server at {url}: {exc}") from exc
         finally:
             if server is not None:
+                # a SIGTERM from here on would cut the clean-up short: it runs to its end
+                signal.signal(signal.SIGTERM, signal.SIG_IGN)
                 server.stop()
     _report(rows, as_json)
 
 
 def _check_url(url: str) -> None:
-    parts = urlsplit(url)
-    if parts.scheme != "http" or not parts.hostname:
-        raise click.BadParameter(
-            f"use an http:// URL such as http://127.0.0.1:8000, got {url!r} "
-            "(the load generator speaks plain HTTP/1.1)",
-            param_hint="--url",
-        )
+    try:
+        check_url(url)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--url") from None
 
 
 def _measure(

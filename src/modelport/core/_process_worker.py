@@ -88,10 +88,6 @@ def segment_buf(shm: SharedMemory) -> memoryview:
     return buf
 
 
-def slots_nbytes(slots: list[Slot]) -> int:
-    return sum(int(np.prod(s[2], dtype=np.int64)) * np.dtype(s[1]).itemsize for s in slots if s[1])
-
-
 def write_slots(buf: memoryview, arrays: Mapping[str, np.ndarray], slots: list[Slot]) -> None:
     for name, dtype, shape, offset in slots:
         array = arrays[name]

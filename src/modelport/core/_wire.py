@@ -104,22 +104,28 @@ def _is_count(value: object) -> TypeGuard[int | np.integer[Any]]:
     return bool(isinstance(value, int | np.integer) and not isinstance(value, bool) and value >= 0)
 
 
-def checked_slots(raw: object, capacity: int) -> list[Slot]:
+def checked_slots(raw: object, capacity: int) -> tuple[list[Slot], int]:
     """The worker's output slots, once each is known to lie within ``capacity`` bytes and
-    to hold plain values; raises ``BadFrame`` otherwise."""
+    to hold plain values, and the bytes of the buffer they use (where the last one ends);
+    raises ``BadFrame`` otherwise."""
     if not isinstance(raw, list):
         raise BadFrame("its output slots are not a list")
-    return [_checked_slot(slot, capacity) for slot in raw]
+    slots, used = [], 0
+    for item in raw:
+        slot, end = _checked_slot(item, capacity)
+        slots.append(slot)
+        used = max(used, end)
+    return slots, used
 
 
-def _checked_slot(slot: object, capacity: int) -> Slot:
+def _checked_slot(slot: object, capacity: int) -> tuple[Slot, int]:
     if not isinstance(slot, tuple) or len(slot) != 4 or not isinstance(slot[0], str):
         raise BadFrame("an output slot is not (name, dtype, shape, offset)")
     name, dtype_str, shape, offset = slot
     if dtype_str is None:  # pickled inline, and unpickled through the allow-list
         if not isinstance(shape, np.ndarray):
             raise BadFrame(f"output {name!r} is neither in shared memory nor an array")
-        return slot
+        return slot, 0
     try:
         dtype = np.dtype(dtype_str)
     except (TypeError, ValueError):
@@ -133,7 +139,7 @@ def _checked_slot(slot: object, capacity: int) -> Slot:
     end = int(offset) + math.prod(int(n) for n in shape) * dtype.itemsize
     if end > capacity:
         raise BadFrame(f"output {name!r} ends past the response buffer")
-    return (name, dtype_str, tuple(int(n) for n in shape), int(offset))
+    return (name, dtype_str, tuple(int(n) for n in shape), int(offset)), end
 
 
 def checked_growth(raw: object) -> int:

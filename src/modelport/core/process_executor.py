@@ -44,7 +44,6 @@ from modelport.core._process_worker import (
     read_slots,
     segment_buf,
     signature_from_plain,
-    slots_nbytes,
     worker_main,
     write_slots,
 )
@@ -131,8 +130,9 @@ def _growth(worker: WorkerLink, reply: Message) -> int:
         raise _broken(worker) from None
 
 
-def _output_slots(worker: WorkerLink, reply: Message, capacity: int) -> list[Slot]:
-    """The slots of an ``("ok", slots)`` reply, checked; any other reply kills the worker."""
+def _output_slots(worker: WorkerLink, reply: Message, capacity: int) -> tuple[list[Slot], int]:
+    """The slots of an ``("ok", slots)`` reply, checked, and the response bytes they use;
+    any other reply kills the worker."""
     try:
         if reply[0] != "ok" or len(reply) != 2:
             raise BadFrame(f"it sent {reply[0][:40]!r} where a reply was due")
@@ -284,10 +284,11 @@ class ProcessExecutor:
             board.enter()
         try:
             slots, size = layout(batch)
-            request = await _off_loop_if_big(size, worker.request_buffer)
-            if size > _OFF_LOOP_BYTES:
+            if size > _OFF_LOOP_BYTES:  # backing a new segment and the copy take a while
+                request = await asyncio.to_thread(worker.request_buffer, size)
                 await asyncio.to_thread(write_slots, segment_buf(request), batch, slots)
             else:
+                request = worker.request_buffer(size)
                 write_slots(segment_buf(request), batch, slots)
             response = worker.response_buffer(worker.response_need)
             reply = await worker.ask(("run", request.name, response.name, response.size, slots))
@@ -314,8 +315,8 @@ class ProcessExecutor:
                 )
                 # like the batcher: the model's own message goes to the log, not to callers
                 raise ModelFailed(f"the model raised {kind.rsplit('.', 1)[-1]}")
-            out_slots = _output_slots(worker, reply, len(segment_buf(response)))
-            worker.response_need = need = slots_nbytes(out_slots)
+            out_slots, need = _output_slots(worker, reply, len(segment_buf(response)))
+            worker.response_need = need
             worker.served = True
             if need > _OFF_LOOP_BYTES:
                 return await asyncio.to_thread(read_slots, segment_buf(response), out_slots, True)
