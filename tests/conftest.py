@@ -19,7 +19,7 @@ from modelport.bootstrap import build
 from modelport.clock import ManualClock
 from modelport.core.busy import BusyBoard
 from modelport.core.discovery import RuntimeTable
-from modelport.core.registry import ExecutorFactory, Registry
+from modelport.core.registry import DRAIN_GRACE_S, ExecutorFactory, Registry
 from modelport.core.repository import ModelSource
 from modelport.demo import ensure_demo_repository
 from modelport.settings import BatchingSettings, ExecutorSettings, load_settings
@@ -153,6 +153,7 @@ def registry_for(
     sources: list[ModelSource],
     process_factory: ExecutorFactory | None = None,
     board: BusyBoard | None = None,
+    drain_grace_s: float = DRAIN_GRACE_S,
 ) -> Registry:
     """A registry with default settings and a manual clock, its sources added (not loaded)."""
     registry = Registry(
@@ -162,6 +163,7 @@ def registry_for(
         ManualClock(),
         process_factory=process_factory,
         board=board,
+        drain_grace_s=drain_grace_s,
     )
     registry.add_sources(sources)
     return registry

@@ -39,6 +39,7 @@ from modelport.errors import (
     ValueOutOfRange,
     WorkerFailed,
 )
+from tests.unit.core._process_helpers import ONES, run_once_restarted, segments
 
 # x[0, 0] picks a behaviour: -1 raises, -2 hangs (after writing started-<pid>), -3 is slow,
 # -4 writes ran-<rows> and waits (up to 10 s) for a file named go, -5 refuses the data as
@@ -89,20 +90,11 @@ class Model:
                 "name": np.array(["ok"] * n), "tag": np.array([{"n": n}] * n, dtype=object)}
 """
 
-ONES = {"x": np.ones((1, 3), dtype=np.float32)}
-
 
 def write_model(folder: Path, source: str = MODEL) -> Path:
     path = folder / "model.py"
     path.write_text(source)
     return path
-
-
-def segments() -> set[str]:
-    """This process's shared-memory segments (the executor names them mp<pid>_…)."""
-    shm = Path("/dev/shm")
-    prefix = f"mp{os.getpid()}_"
-    return {p.name for p in shm.iterdir() if p.name.startswith(prefix)} if shm.exists() else set()
 
 
 def value(x: float, rows: int = 1) -> dict[str, np.ndarray]:
@@ -331,14 +323,7 @@ def test_failing_restarts_fail_calls_fast_then_recover(tmp_path: Path) -> None:
             kinds.append(info.value.kind)
             assert len(kinds) < 50
         (tmp_path / "broken").unlink()
-        deadline = time.monotonic() + 20
-        while True:  # the back-off retries the restart (0.5 s, 1 s, …)
-            try:
-                out = await executor.run(ONES)
-                break
-            except WorkerFailed:
-                assert time.monotonic() < deadline
-                await asyncio.sleep(0.1)
+        out = await run_once_restarted(executor, ONES)  # the back-off: 0.5 s, 1 s, …
         assert out["y"].tolist() == [[2, 2, 2]] and executor.restarts == 1
         await executor.close()
 

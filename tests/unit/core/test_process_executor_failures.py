@@ -22,6 +22,7 @@ import pytest
 from modelport.core.process_executor import ProcessExecutor
 from modelport.core.runtime import ModelConfig
 from modelport.errors import ConfigError, Overloaded, WorkerFailed
+from tests.unit.core._process_helpers import ONES, run_once_restarted, segments
 
 MODEL = """
 import os, threading, time
@@ -56,13 +57,6 @@ class Model:
             raise ValueError("slow, then wrong")
         return {"y": inputs["x"] * 2}
 """
-
-ONES = {"x": np.ones((1, 3), dtype=np.float32)}
-
-
-def segments() -> set[str]:
-    prefix = f"mp{os.getpid()}_"
-    return {p.name for p in Path("/dev/shm").iterdir() if p.name.startswith(prefix)}
 
 
 def executor_for(
@@ -125,14 +119,7 @@ def test_a_restart_whose_load_hangs_fails_callers_then_recovers(
         assert info.value.kind == "restart_failed" and time.monotonic() - began < 5
         assert "not loaded after 1 s" in caplog.text
         (tmp_path / "hang").unlink()
-        deadline = time.monotonic() + 20
-        while True:  # the back-off retries the restart
-            try:
-                out = await executor.run(ONES)
-                break
-            except WorkerFailed:
-                assert time.monotonic() < deadline
-                await asyncio.sleep(0.1)
+        out = await run_once_restarted(executor, ONES)
         assert out["y"].tolist() == [[2, 2, 2]]
         await executor.close()
 

@@ -23,6 +23,7 @@ from modelport.core._wire import (
 from modelport.core.process_executor import ProcessExecutor
 from modelport.core.runtime import ModelConfig
 from modelport.errors import ModelFailed, WorkerFailed
+from tests.unit.core._process_helpers import ONES
 
 SIGNATURE = """
     signature = {"inputs": [{"name": "x", "dtype": "float32", "shape": [-1, 3]}],
@@ -72,8 +73,6 @@ class Model:"""
         return out
 """
 )
-
-ONES = {"x": np.ones((1, 3), dtype=np.float32)}
 
 
 def executor_for(folder: Path) -> ProcessExecutor:

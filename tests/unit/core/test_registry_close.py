@@ -10,17 +10,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from modelport.clock import MonotonicClock
 from modelport.core.busy import BusyBoard
-from modelport.core.discovery import RuntimeTable
 from modelport.core.executors import Executor
 from modelport.core.process_executor import ProcessExecutor
-from modelport.core.registry import Registry, VersionState
+from modelport.core.registry import VersionState
 from modelport.core.repository import ModelSource, VersionSource
 from modelport.core.runtime import Isolation, ModelConfig
 from modelport.core.signature import Signature, TensorSpec
 from modelport.errors import ModelportError
-from modelport.settings import BatchingSettings, ExecutorSettings
+from tests.conftest import registry_for
 
 # x[0, 0] == -2: a predict that never returns
 MODEL = """
@@ -52,17 +50,11 @@ def test_close_returns_when_a_worker_is_stuck_and_fails_its_callers(tmp_path: Pa
     (tmp_path / "model.py").write_text(MODEL)
 
     async def main() -> None:
-        registry = Registry(
-            RuntimeTable.discover(),
-            BatchingSettings(),
-            ExecutorSettings(),
-            MonotonicClock(),
-            process_factory=quick_factory,
-            drain_grace_s=0.5,
-        )
         config = ModelConfig(runtime="python", isolation=Isolation.PROCESS)
         source = VersionSource("1", tmp_path / "model.py")
-        registry.add_sources([ModelSource("m", config, (source,))])
+        registry = registry_for(
+            [ModelSource("m", config, (source,))], quick_factory, drain_grace_s=0.5
+        )
         await registry.load_all()
         version = registry.resolve("m")
         assert version.batcher is not None
@@ -103,17 +95,10 @@ def test_a_version_failing_after_its_executor_started_stops_it_at_once(tmp_path:
         return Signature(inputs=(spec,), outputs=(spec,)), started[-1]
 
     async def main() -> None:
-        registry = Registry(
-            RuntimeTable.discover(),
-            BatchingSettings(),
-            ExecutorSettings(),
-            MonotonicClock(),
-            process_factory=factory,
-        )
         config = ModelConfig(runtime="python", isolation=Isolation.PROCESS)
         # two feature names for three columns: the version fails after the factory returned
         source = ModelSource("m", config, (VersionSource("1", tmp_path),), features=("a", "b"))
-        registry.add_sources([source])
+        registry = registry_for([source], factory)
         await registry.load_all()
         assert registry.get("m").versions["1"].state is VersionState.FAILED
         assert started and started[0].closed
