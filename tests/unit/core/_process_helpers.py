@@ -1,5 +1,5 @@
-"""What the process executor's test files share: a one-row batch, the shared-memory
-segments this process holds, and waiting out a restart's back-off."""
+"""What the process executor's test files share: a one-row batch, a misbehaving model,
+the shared-memory segments this process holds, and waiting out a restart's back-off."""
 
 from __future__ import annotations
 
@@ -15,6 +15,42 @@ from modelport.core.signature import NamedArrays
 from modelport.errors import WorkerFailed
 
 ONES = {"x": np.ones((1, 3), dtype=np.float32)}
+
+# A Python model whose folder's marker files make its load misbehave (hang, one-slow, fork,
+# crash); in predict, x[0, 0] == -2 writes started-<pid> and hangs, -1 is slow then raises.
+MODEL = """
+import os, threading, time
+from pathlib import Path
+
+class Model:
+    signature = {"inputs": [{"name": "x", "dtype": "float32", "shape": [-1, 3]}],
+                 "outputs": [{"name": "y", "dtype": "float32", "shape": [-1, 3]}]}
+
+    def load(self, path):
+        self.path = path
+        if (path / "hang").exists():
+            time.sleep(3600)
+        if (path / "one-slow").exists():  # the first worker loads at once, the others hang
+            try:
+                os.close(os.open(path / "first", os.O_CREAT | os.O_EXCL))
+            except FileExistsError:
+                time.sleep(3600)
+        if (path / "fork").exists():  # a helper that outlives the worker, holding its pipes
+            if os.fork() == 0:
+                time.sleep(30)
+                os._exit(0)
+        if (path / "crash").exists():  # dies soon after "ready"
+            threading.Timer(0.1, os._exit, (3,)).start()
+
+    def predict(self, inputs):
+        if inputs["x"].flat[0] == -2:
+            (self.path / f"started-{os.getpid()}").write_text("")
+            time.sleep(3600)
+        if inputs["x"].flat[0] == -1:
+            time.sleep(0.3)
+            raise ValueError("slow, then wrong")
+        return {"y": inputs["x"] * 2}
+"""
 
 
 def segments() -> set[str]:

@@ -22,41 +22,7 @@ import pytest
 from modelport.core.process_executor import ProcessExecutor
 from modelport.core.runtime import ModelConfig
 from modelport.errors import ConfigError, Overloaded, WorkerFailed
-from tests.unit.core._process_helpers import ONES, run_once_restarted, segments
-
-MODEL = """
-import os, threading, time
-from pathlib import Path
-
-class Model:
-    signature = {"inputs": [{"name": "x", "dtype": "float32", "shape": [-1, 3]}],
-                 "outputs": [{"name": "y", "dtype": "float32", "shape": [-1, 3]}]}
-
-    def load(self, path):
-        self.path = path
-        if (path / "hang").exists():
-            time.sleep(3600)
-        if (path / "one-slow").exists():  # the first worker loads at once, the others hang
-            try:
-                os.close(os.open(path / "first", os.O_CREAT | os.O_EXCL))
-            except FileExistsError:
-                time.sleep(3600)
-        if (path / "fork").exists():  # a helper that outlives the worker, holding its pipes
-            if os.fork() == 0:
-                time.sleep(30)
-                os._exit(0)
-        if (path / "crash").exists():  # dies soon after "ready"
-            threading.Timer(0.1, os._exit, (3,)).start()
-
-    def predict(self, inputs):
-        if inputs["x"].flat[0] == -2:
-            (self.path / f"started-{os.getpid()}").write_text("")
-            time.sleep(3600)
-        if inputs["x"].flat[0] == -1:
-            time.sleep(0.3)
-            raise ValueError("slow, then wrong")
-        return {"y": inputs["x"] * 2}
-"""
+from tests.unit.core._process_helpers import MODEL, ONES, run_once_restarted, segments
 
 
 def executor_for(

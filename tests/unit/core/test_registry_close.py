@@ -19,24 +19,7 @@ from modelport.core.runtime import Isolation, ModelConfig
 from modelport.core.signature import Signature, TensorSpec
 from modelport.errors import ModelportError
 from tests.conftest import registry_for
-
-# x[0, 0] == -2: a predict that never returns
-MODEL = """
-import time
-
-class Model:
-    signature = {"inputs": [{"name": "x", "dtype": "float32", "shape": [-1, 3]}],
-                 "outputs": [{"name": "y", "dtype": "float32", "shape": [-1, 3]}]}
-
-    def load(self, path):
-        pass
-
-    def predict(self, inputs):
-        x = inputs["x"]
-        if x.flat[0] == -2:
-            time.sleep(3600)
-        return {"y": x * 2}
-"""
+from tests.unit.core._process_helpers import MODEL  # x[0, 0] == -2 hangs in predict
 
 
 async def quick_factory(
