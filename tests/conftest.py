@@ -101,6 +101,14 @@ class ServerProcess:
         return self.log_path.read_text(errors="replace")
 
 
+def process_ended(pid: int) -> bool:
+    """True once ``pid`` has exited (a zombie not reaped yet counts as ended)."""
+    try:
+        return "State:\tZ" in Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return True
+
+
 @pytest.fixture
 def start_server(tmp_path: Path) -> Iterator[object]:
     """Factory: start ``modelport serve ARGS`` on a free port; always stopped afterwards."""
