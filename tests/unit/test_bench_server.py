@@ -1,12 +1,11 @@
 """The server ``modelport bench`` starts for itself (cli/_bench_server.py), driven with
-small stand-in child processes instead of a real server."""
+small stand-in child processes instead of a real server. Stopping its process group is
+``ChildServer``'s (test_process.py)."""
 
 from __future__ import annotations
 
-import os
 import sys
 import time
-from pathlib import Path
 
 import click
 import pytest
@@ -16,13 +15,6 @@ from modelport.cli._bench_server import BenchServer
 
 def _python(code: str) -> list[str]:
     return [sys.executable, "-c", code]
-
-
-def _gone(pid: int) -> bool:
-    try:
-        return "State:\tZ" in Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return True
 
 
 def test_a_server_that_fills_its_stderr_neither_blocks_nor_hides_why_it_failed() -> None:
@@ -52,7 +44,7 @@ def test_a_model_that_will_never_be_ready_fails_at_once_with_the_servers_stderr(
     )  # fmt: skip
 
     def ready() -> bool:
-        if "failed" not in server.stderr_tail():
+        if "failed" not in server.log_tail():
             return False
         raise click.ClickException("model iris version 1 failed to load")
 
@@ -66,32 +58,3 @@ def test_a_model_that_will_never_be_ready_fails_at_once_with_the_servers_stderr(
     message = failed.value.message
     assert message.startswith("model iris version 1 failed to load")
     assert "loading iris failed" in message
-
-
-def test_stop_kills_the_whole_group_when_the_server_ignores_sigterm(tmp_path: Path) -> None:
-    """A supervisor that does not stop in time is killed, and so are the workers it
-    started, which would otherwise keep listening as orphans."""
-    pid_file = tmp_path / "child"
-    server = BenchServer.launch(
-        _python(
-            "import signal, subprocess, sys, time\n"
-            "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
-            f"child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
-            f"open({str(pid_file)!r}, 'w').write(str(child.pid))\n"
-            "time.sleep(60)\n"
-        ),
-        "http://127.0.0.1:1",
-    )
-    deadline = time.monotonic() + 30
-    while not pid_file.exists() or not pid_file.read_text():
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-    child = int(pid_file.read_text())
-    server.stop(timeout_s=1)
-    assert server.proc.returncode == -9
-    deadline = time.monotonic() + 10
-    while not _gone(child):
-        if time.monotonic() > deadline:
-            os.kill(child, 9)
-            pytest.fail("the server's child outlived it")
-        time.sleep(0.05)
