@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
+import signal
 import sys
 import time
 from collections.abc import Iterator
@@ -14,6 +13,7 @@ import httpx
 import pytest
 from starlette.testclient import TestClient
 
+from modelport._process import ChildServer, NotReady, ServerExited, free_port
 from modelport.api.app import create_app
 from modelport.bootstrap import build
 from modelport.clock import ManualClock
@@ -23,6 +23,18 @@ from modelport.core.registry import DRAIN_GRACE_S, ExecutorFactory, Registry
 from modelport.core.repository import ModelSource
 from modelport.demo import ensure_demo_repository
 from modelport.settings import BatchingSettings, ExecutorSettings, load_settings
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """A SIGTERM to pytest (``timeout``, a CI runner) ends the run as Ctrl-C does, so the
+    fixtures still stop the servers they started: those run in sessions of their own
+    (``ServerProcess``), out of reach of a signal to pytest's process group."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second one must not cut teardown
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
 
 
 @pytest.fixture(scope="session")
@@ -51,51 +63,36 @@ def demo_client(demo_data_dir: Path) -> Iterator[TestClient]:
         yield client
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+class ServerProcess(ChildServer):
+    """`modelport serve` on a free port, in a session of its own with its output in a file
+    (no pipe to fill); ``stop()`` ends its whole process group, workers included."""
 
-
-class ServerProcess:
-    """`modelport serve` on a free port; its output goes to a file (no pipe to fill)."""
+    stop_timeout_s = 15.0
 
     def __init__(self, args: list[str], cwd: Path) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = {k: v for k, v in os.environ.items() if not k.startswith("MODELPORT_")}
-        self.log_path = cwd / f"server-{self.port}.log"
-        with self.log_path.open("wb") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "modelport", "serve", "--port", str(self.port), *args],
-                cwd=cwd,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
+        super().__init__(
+            [sys.executable, "-m", "modelport", "serve", "--port", str(self.port), *args],
+            cwd / f"server-{self.port}.log",
+            cwd=cwd,
+            env=env,
+        )
 
     def wait_ready(self, timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited early:\n{self.output()}")
-            try:
-                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
-        raise TimeoutError(f"server not ready:\n{self.output()}")
+        try:
+            self.wait_until(self._ready, timeout)
+        except ServerExited:
+            raise RuntimeError(f"server exited early:\n{self.output()}") from None
+        except NotReady:
+            raise TimeoutError(f"server not ready:\n{self.output()}") from None
 
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return self.proc.returncode
+    def _ready(self) -> bool:
+        try:
+            return httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200
+        except httpx.TransportError:
+            return False
 
     def output(self) -> str:
         return self.log_path.read_text(errors="replace")

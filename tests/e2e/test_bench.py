@@ -13,14 +13,9 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import process_ended
+
 pytestmark = pytest.mark.e2e
-
-
-def _running(pid: int) -> bool:
-    try:
-        return "State:\tZ" not in Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return False
 
 
 def _descendants(pid: int) -> set[int]:
@@ -61,7 +56,7 @@ def test_sigterm_to_bench_stops_its_server_and_the_servers_workers(tmp_path: Pat
         bench.send_signal(signal.SIGTERM)
         assert bench.wait(timeout=60) != 0
         deadline = time.monotonic() + 10
-        while left := {p for p in started if _running(p)}:
+        while left := {p for p in started if not process_ended(p)}:
             assert time.monotonic() < deadline, f"still running: {left}"
             time.sleep(0.1)
         assert not any(d.exists() for d in stats_dirs)

@@ -12,7 +12,6 @@ import hashlib
 import json
 import os
 import socket
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -21,7 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import free_port
+from modelport._process import ChildServer, NotReady, ServerExited, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 KEEP_ALIVE_S = 1
@@ -36,23 +35,24 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         "--port", str(port), "--loop", "uvloop", "--http", "modelport.api.protocol:HttpProtocol",
         "--timeout-keep-alive", str(KEEP_ALIVE_S), "--log-level", "warning",
     ]  # fmt: skip
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            argv, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, env=os.environ
-        )
+    server = ChildServer(argv, log, cwd=ROOT)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
+
+    def answers() -> bool:
         try:
             httpx.post(f"{url}/echo", timeout=1)
-            break
         except httpx.TransportError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(log.read_text()) from None
-            time.sleep(0.05)
-    yield url
-    proc.terminate()
-    proc.wait(timeout=15)
+            return False
+        return True
+
+    try:
+        try:
+            server.wait_until(answers, 30, interval_s=0.05)
+        except (ServerExited, NotReady):
+            raise RuntimeError(log.read_text()) from None
+        yield url
+    finally:
+        server.stop()
 
 
 def _connect(url: str) -> socket.socket:

@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import write_mlp_onnx
+from tests.conftest import process_ended, write_mlp_onnx
 
 pytestmark = pytest.mark.e2e
 
@@ -320,6 +320,37 @@ def test_workers_stop_when_their_supervisor_is_killed(start_server: Any, tmp_pat
         time.sleep(0.1)
     with pytest.raises(httpx.TransportError):
         httpx.get(f"{server.url}/healthz", timeout=2)
+
+
+def test_the_fixture_stops_every_worker_even_one_its_supervisor_cannot(
+    start_server: Any, tmp_path: Path
+) -> None:
+    """The fixture's stop() ends the server's whole process group: a worker that cannot
+    stop (SIGSTOP: the supervisor's SIGTERM stays pending) is killed with the supervisor
+    once the timeout passes, not left behind for the rest of the test session."""
+    import os
+    import shutil
+    import time
+
+    server = start_server("--data-dir", str(tmp_path / "data"), "--workers", "2")
+    workers = {
+        p for p in _children(server.proc.pid) if "spawn" in Path(f"/proc/{p}/cmdline").read_text()
+    }
+    assert len(workers) == 2
+    stuck = sorted(workers)[0]
+    os.kill(stuck, signal.SIGSTOP)
+    try:
+        assert server.stop(timeout_s=2) == -signal.SIGKILL  # the supervisor waits for it
+        deadline = time.monotonic() + 10  # orphaned by the kill; reaped by init
+        while not all(process_ended(p) for p in workers):
+            assert time.monotonic() < deadline, f"workers still running: {workers}"
+            time.sleep(0.05)
+    finally:
+        if not process_ended(stuck):
+            os.kill(stuck, signal.SIGKILL)
+        # a killed supervisor leaves its statistics directory (the next one removes it)
+        for stats in Path("/dev/shm").glob(f"modelport-stats-{server.proc.pid}-*"):
+            shutil.rmtree(stats, ignore_errors=True)
 
 
 def test_workers_on_a_taken_port_fail_clearly(tmp_path: Path) -> None:

@@ -88,7 +88,7 @@ def test_bench_refuses_a_run_with_nothing_to_measure_or_a_url_it_cannot_load() -
 
 
 def test_bench_says_when_the_server_cannot_be_reached() -> None:
-    from tests.conftest import free_port
+    from modelport._process import free_port
 
     url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     result = CliRunner().invoke(main, ["bench", "iris", "--url", url, "-d", "0.1"])
