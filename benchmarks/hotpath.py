@@ -26,7 +26,9 @@ import cpuload
 import models
 import pinning
 from loadgen import wrk
-from servers import RunningServer, free_port, spec_for
+from servers import RunningServer, spec_for
+
+from modelport._process import free_port
 
 SERVER_CPU, LOAD_CPU = 0, 1
 

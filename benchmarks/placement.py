@@ -43,7 +43,9 @@ import models
 import pinning
 from loadgen import LoadError, wrk
 from run import Placement, placement
-from servers import RunningServer, ServerError, free_port, spec_for
+from servers import RunningServer, ServerError, spec_for
+
+from modelport._process import free_port
 
 CONNECTIONS = 64
 
@@ -128,7 +130,7 @@ def measure(name: str, files: models.ModelFiles, extra: list[str], seconds: floa
         except (LoadError, ServerError, OSError) as exc:
             why = f"{type(exc).__name__}: {exc}"
             if server is not None and not isinstance(exc, ServerError):  # it has the log
-                why += f" (server log: {server.log_tail(3)})"
+                why += f" (server log: {server.last_lines(3)})"
             return Point(name, failed=why.replace("|", "/"))
         finally:
             if server is not None:

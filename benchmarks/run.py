@@ -35,9 +35,10 @@ from servers import (
     SERVER_NAMES,
     RunningServer,
     ServerError,
-    free_port,
     spec_for,
 )
+
+from modelport._process import free_port
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent

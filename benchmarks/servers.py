@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-import contextlib
 import http.client
 import json
 import os
 import shutil
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from models import ModelFiles
+
+from modelport._process import ChildServer, NotReady, ServerExited
 
 BENCH_DIR = Path(__file__).resolve().parent
 VENV_BIN = Path(sys.executable).parent
@@ -41,12 +38,6 @@ class ServerSpec:
     env: dict[str, str] = field(default_factory=dict)
     ready_path: str | None = None
     data_dir: Path | None = None
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _noop_uvicorn(model: ModelFiles, port: int, http: str = "httptools") -> ServerSpec:
@@ -152,34 +143,24 @@ def spec_for(name: str, model: ModelFiles, port: int, modelport_args: list[str])
     return BUILDERS[name](model, port)
 
 
-class RunningServer:
+class RunningServer(ChildServer):
     """A started server process (its own process group) with its log file."""
+
+    stop_timeout_s = 15.0
+    terminate_group = True  # SIGTERM to every process of the server at once, as run.py always did
 
     def __init__(self, spec: ServerSpec, port: int, cpu_prefix: list[str], log: Path) -> None:
         self.spec = spec
         self.port = port
-        self.log = log
-        env = os.environ | spec.env
-        with log.open("wb") as out:
-            self.proc = subprocess.Popen(
-                cpu_prefix + spec.argv,
-                cwd=BENCH_DIR,
-                env=env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        super().__init__(cpu_prefix + spec.argv, log, cwd=BENCH_DIR, env=os.environ | spec.env)
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}{self.spec.path}"
 
-    def log_tail(self, lines: int = 8) -> str:
-        try:
-            text = self.log.read_text(errors="replace").strip().splitlines()
-        except OSError:
-            return ""
-        return " | ".join(text[-lines:])
+    def last_lines(self, lines: int = 8) -> str:
+        """The log's last ``lines`` lines on one line, for an error message."""
+        return " | ".join(self.log_tail().strip().splitlines()[-lines:])
 
     def request(self, method: str, path: str, body: bytes | None) -> tuple[int, bytes]:
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
@@ -192,25 +173,23 @@ class RunningServer:
             conn.close()
 
     def _answers(self) -> bool:
-        if self.spec.ready_path:
-            status, _ = self.request("GET", self.spec.ready_path, None)
-        else:
-            status, _ = self.request("POST", self.spec.path, self.spec.body.read_bytes())
+        try:
+            if self.spec.ready_path:
+                status, _ = self.request("GET", self.spec.ready_path, None)
+            else:
+                status, _ = self.request("POST", self.spec.path, self.spec.body.read_bytes())
+        except OSError:
+            return False
         return status == 200
 
     def wait_ready(self, timeout: float = READY_TIMEOUT_S) -> float:
         """Poll until the server answers; return the seconds it took."""
-        start = time.monotonic()
-        while time.monotonic() - start < timeout:
-            if self.proc.poll() is not None:
-                raise ServerError(f"exited with {self.proc.returncode}: {self.log_tail()}")
-            try:
-                if self._answers():
-                    return time.monotonic() - start
-            except OSError:
-                pass
-            time.sleep(0.1)
-        raise ServerError(f"not ready after {timeout:.0f} s: {self.log_tail()}")
+        try:
+            return self.wait_until(self._answers, timeout)
+        except ServerExited as exc:
+            raise ServerError(f"exited with {exc.returncode}: {self.last_lines()}") from None
+        except NotReady:
+            raise ServerError(f"not ready after {timeout:.0f} s: {self.last_lines()}") from None
 
     def check_predict(self) -> None:
         """One request with the benchmark body must answer 200 with a JSON body."""
@@ -219,17 +198,9 @@ class RunningServer:
             raise ServerError(f"POST {self.spec.path} -> {status}: {payload[:300]!r}")
         json.loads(payload)
 
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self._signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self._signal(signal.SIGKILL)
-                self.proc.wait(timeout=15)
-        if self.spec.data_dir is not None:
-            shutil.rmtree(self.spec.data_dir, ignore_errors=True)
-
-    def _signal(self, sig: signal.Signals) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, sig)
+    def stop(self, timeout_s: float | None = None) -> int:
+        try:
+            return super().stop(timeout_s)
+        finally:
+            if self.spec.data_dir is not None:
+                shutil.rmtree(self.spec.data_dir, ignore_errors=True)
