@@ -251,15 +251,18 @@ def _children(pid: int) -> set[int]:
     return {int(p) for p in text.split()}
 
 
+def _workers(supervisor: int) -> set[int]:
+    """The supervisor's worker processes (multiprocessing's spawn children)."""
+    return {p for p in _children(supervisor) if "spawn" in Path(f"/proc/{p}/cmdline").read_text()}
+
+
 def test_a_dead_worker_is_replaced_and_stop_is_clean(start_server: Any, tmp_path: Path) -> None:
     import os
     import signal
     import time
 
     server = start_server("--data-dir", str(tmp_path / "data"), "--workers", "2")
-    workers = {
-        p for p in _children(server.proc.pid) if "spawn" in Path(f"/proc/{p}/cmdline").read_text()
-    }
+    workers = _workers(server.proc.pid)
     assert len(workers) == 2
     deadline = time.monotonic() + 60  # /readyz answered by one; wait for both to be up
     while server.output().count("Application startup complete") < 2:
@@ -304,9 +307,7 @@ def test_workers_stop_when_their_supervisor_is_killed(start_server: Any, tmp_pat
     import time
 
     server = start_server("--data-dir", str(tmp_path / "data"), "--workers", "2")
-    workers = {
-        p for p in _children(server.proc.pid) if "spawn" in Path(f"/proc/{p}/cmdline").read_text()
-    }
+    workers = _workers(server.proc.pid)
     assert len(workers) == 2
     deadline = time.monotonic() + 60  # both up: the signal must reach a serving worker
     while server.output().count("Application startup complete") < 2:
@@ -333,9 +334,7 @@ def test_the_fixture_stops_every_worker_even_one_its_supervisor_cannot(
     import time
 
     server = start_server("--data-dir", str(tmp_path / "data"), "--workers", "2")
-    workers = {
-        p for p in _children(server.proc.pid) if "spawn" in Path(f"/proc/{p}/cmdline").read_text()
-    }
+    workers = _workers(server.proc.pid)
     assert len(workers) == 2
     stuck = sorted(workers)[0]
     os.kill(stuck, signal.SIGSTOP)
