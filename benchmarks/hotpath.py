@@ -47,7 +47,7 @@ LAYERS: list[tuple[str, re.Pattern[str]]] = [
     ("logging / metrics", re.compile(r"modelport/observe/|logging/|prometheus_client/")),
     (
         "HTTP transport (protocol, uvicorn, httptools)",
-        re.compile(r"modelport/api/protocol|uvicorn/|httptools/"),
+        re.compile(r"modelport/api/(protocol|_cycle|_timers)|uvicorn/|httptools/"),
     ),
 ]
 OTHER = "event loop / other"

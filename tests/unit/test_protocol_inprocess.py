@@ -14,6 +14,7 @@ import pytest
 import uvicorn
 from uvicorn.server import ServerState
 
+from modelport.api import _timers
 from modelport.api import protocol as protocol_module
 from modelport.api.protocol import HttpProtocol
 from modelport.testing import FakeTransport
@@ -170,8 +171,8 @@ async def _answered(transport: FakeTransport) -> None:
 
 @pytest.fixture
 def short_linger(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(protocol_module, "LINGER_IDLE_S", 0.05)
-    monkeypatch.setattr(protocol_module, "LINGER_MAX_S", 0.3)
+    monkeypatch.setattr(_timers, "LINGER_IDLE_S", 0.05)
+    monkeypatch.setattr(_timers, "LINGER_MAX_S", 0.3)
 
 
 @pytest.mark.usefixtures("short_linger")
@@ -412,7 +413,7 @@ def test_an_answer_before_the_body_arrives_closes_a_kept_alive_connection(expect
 
 @pytest.fixture
 def short_stall(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(protocol_module, "STALL_S", 0.05)
+    monkeypatch.setattr(_timers, "STALL_S", 0.05)
 
 
 @pytest.mark.usefixtures("short_stall")

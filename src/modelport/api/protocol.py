@@ -34,6 +34,10 @@ It also bounds what uvicorn's httptools protocol leaves open:
 - an answer sent before its request's body has arrived (a 413, a 401) closes the
   connection, in stages (``_linger``), since what the client sends next is not a request.
 
+Each request's ASGI ``receive``/``send`` and its response framing are ``Cycle``
+(``api/_cycle.py``); the connection's timers (keep-alive, stalls, the staged close) are in
+``api/_timers.py``.
+
 Scope of HTTP: HTTP/1.0 and 1.1 with keep-alive, pipelining, ``Expect: 100-continue``,
 chunked request and response bodies, HEAD. No WebSocket: an upgrade request is answered
 as plain HTTP and the connection then closed.
@@ -42,11 +46,8 @@ as plain HTTP and the connection then closed.
 from __future__ import annotations
 
 import asyncio
-import http
 import logging
-import time
 from collections import deque
-from collections.abc import Callable
 from typing import Any
 from urllib.parse import unquote
 
@@ -55,6 +56,9 @@ from uvicorn.config import Config
 from uvicorn.protocols.http.flow_control import FlowControl, service_unavailable
 from uvicorn.protocols.utils import get_local_addr, get_remote_addr, is_ssl
 from uvicorn.server import ServerState
+
+from modelport.api._cycle import Cycle, plain_answer
+from modelport.api._timers import ConnectionTimers, Discard
 
 log = logging.getLogger("modelport.http")
 
@@ -66,10 +70,6 @@ MAX_HEADERS = 128
 # slice at a time so that the queue is checked between slices
 MAX_PIPELINE = 64
 _SLICE = 8192
-# a request whose body stops arriving, or a client that stops reading our answer, is
-# given up after this long without progress (checked lazily: STALL_S to STALL_S plus the
-# keep-alive timeout); nginx's client_body_timeout and send_timeout play this part
-STALL_S = 30.0
 # raw bytes: MAX_HEAD_BYTES counts the URL, names and values; add the framing (": ", CRLF
 # per header; method and version) so a head within the limits is never refused
 _HEAD_FED_LIMIT = MAX_HEAD_BYTES + 4 * MAX_HEADERS + 1024
@@ -78,51 +78,11 @@ _ASGI = {"version": "3.0", "spec_version": "2.3"}
 # called as soon as the client goes away (``None`` withdraws it); no task has to sit in
 # ``receive()`` to find out. api/fastpath.py uses it to drop queued predictions.
 ON_DISCONNECT = "modelport.on_disconnect"
-_DISCONNECT = {"type": "http.disconnect"}
-_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
-_NO_BODY = frozenset((204, 304))
-# An upload answered before it ended is read and dropped (``_linger``) while the client
-# keeps sending: up to LINGER_IDLE_S between reads and LINGER_MAX_S in all (nginx's
-# lingering_timeout and lingering_time have the same defaults).
-LINGER_IDLE_S = 5.0
-LINGER_MAX_S = 30.0
 
 
-class _Discard:
-    """The parser of a lingering connection: drops what the client still sends, noting
-    when it last sent something."""
-
-    __slots__ = ("last",)
-
-    def __init__(self, now: float) -> None:
-        self.last = now
-
-    def feed_data(self, data: bytes) -> None:
-        self.last = time.monotonic()
-
-
-def _status_line(code: int) -> bytes:
-    try:
-        phrase = http.HTTPStatus(code).phrase
-    except ValueError:
-        phrase = ""
-    return f"HTTP/1.1 {code} {phrase}\r\n".encode("latin-1")
-
-
-STATUS_LINES = {code: _status_line(code) for code in range(100, 600)}
-
-
-def _plain(status: int, message: str) -> bytes:
-    body = message.encode()
-    head = (
-        f"content-type: text/plain; charset=utf-8\r\ncontent-length: {len(body)}\r\n"
-        "connection: close\r\n\r\n"
-    )
-    return STATUS_LINES[status] + head.encode() + body
-
-
-class HttpProtocol(asyncio.Protocol):
-    """One client connection: parses requests with httptools and runs each as ASGI."""
+class HttpProtocol(ConnectionTimers, asyncio.Protocol):
+    """One client connection: parses requests with httptools and runs each as ASGI
+    (``Cycle``, api/_cycle.py); its timers are in api/_timers.py."""
 
     def __init__(
         self,
@@ -221,7 +181,7 @@ class HttpProtocol(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.received += len(data)
-        if self.parsing_stopped and not isinstance(self.parser, _Discard):
+        if self.parsing_stopped and not isinstance(self.parser, Discard):
             return  # nothing more is read as requests here (a lingering close still counts)
         if len(data) > _SLICE or self.backlog:
             self._feed_slices(data)
@@ -271,7 +231,7 @@ class HttpProtocol(asyncio.Protocol):
                 self._reject(*_TOO_LARGE)
 
     def _reject(self, status: int, message: str) -> None:
-        if isinstance(self.parser, _Discard):  # lingering: our side is closed for writing
+        if isinstance(self.parser, Discard):  # lingering: our side is closed for writing
             return
         self.parsing_stopped = True
         if self.transport.is_closing():
@@ -282,7 +242,7 @@ class HttpProtocol(asyncio.Protocol):
                 # this request's own body is malformed: it cannot be served, and the
                 # connection cannot go on (its answer, if begun, is cut short)
                 if not active.started:
-                    self.transport.write(_plain(status, message))
+                    self.transport.write(plain_answer(status, message))
                 self.transport.close()
                 return
             # a later request: its answer goes after those owed before it (RFC 9112,
@@ -292,7 +252,7 @@ class HttpProtocol(asyncio.Protocol):
         if self.pipeline:  # the next queued request is about to start (_start_next)
             self._owe_refusal(status, message)
             return
-        self.transport.write(_plain(status, message))
+        self.transport.write(plain_answer(status, message))
         self._hang_up(unread=True)  # the rest of the request may still be on its way
 
     def _owe_refusal(self, status: int, message: str) -> None:
@@ -301,7 +261,7 @@ class HttpProtocol(asyncio.Protocol):
             # the malformed one is queued with its own body unfinished: it can never be
             # served, and the refusal answers for it
             pipeline.popleft()
-        self.refusal = _plain(status, message)
+        self.refusal = plain_answer(status, message)
         self.backlog = b""
         self.flow.pause_reading()
 
@@ -339,104 +299,6 @@ class HttpProtocol(asyncio.Protocol):
         else:
             cycle.keep_alive = False
             self.pipeline.clear()
-
-    def _hang_up(self, unread: bool) -> None:
-        """Close the connection: in stages (``_linger``) when the client may still be
-        sending (``unread``) and the transport can half-close (TLS cannot), unless the
-        server is stopping; else at once."""
-        if unread and not self.stopping and self.transport.can_write_eof():
-            self._linger()
-        else:
-            self._close()
-
-    def _close(self) -> None:
-        """Close, and abort if that has not happened within ``STALL_S``: close() waits for
-        our unsent answer, which a client that does not read never takes."""
-        self.transport.close()
-        if self.timer is not None:
-            self.timer.cancel()
-        self.timer = self.loop.call_later(STALL_S, self.transport.abort)
-
-    def _linger(self) -> None:
-        """Close in stages (RFC 9112, section 9.6): closing with the client's upload still
-        arriving would make our kernel answer it with a reset, which can erase the
-        answer from the client's buffers before it reads it (a 413, say). So send FIN
-        (the client reads the answer, then end of stream), drop whatever else it sends,
-        and close when it does, once it has sent nothing for ``LINGER_IDLE_S``, or after
-        ``LINGER_MAX_S``."""
-        started = time.monotonic()
-        discard = _Discard(started)
-        self.parser = discard  # type: ignore[assignment]
-        self.in_head = False
-        if self.timer is not None:
-            self.timer.cancel()
-        self.transport.write_eof()
-        self.flow.resume_reading()
-
-        def check() -> None:
-            now = time.monotonic()
-            wait = min(discard.last + LINGER_IDLE_S, started + LINGER_MAX_S) - now
-            if wait <= 0:
-                self.timer = None
-                self._close()
-            else:
-                self.timer = self.loop.call_later(wait, check)
-
-        self.timer = self.loop.call_later(LINGER_IDLE_S, check)
-
-    # -- keep-alive and slow clients ---------------------------------------------------
-
-    def _idle(self) -> None:
-        """From now on the client owes us a request's headers within the keep-alive time."""
-        self.idle_since = self.loop.time()
-        self._watch()
-
-    def _check_idle(self) -> None:
-        """The connection's one timer: a client owing a request's headers gets the
-        keep-alive time; during a request, one holding it up (its body stops arriving,
-        or it stops reading our answer) gets ``STALL_S`` without progress."""
-        self.timer = None
-        transport = self.transport
-        if transport.is_closing():
-            return
-        writing = self.flow.write_paused  # the client is not reading our answers
-        if self.idle_since is not None and not writing:
-            left = self.idle_since + self.keep_alive_s - self.loop.time()
-            if left <= 0:
-                self._close()
-            else:
-                self.timer = self.loop.call_later(left, self._check_idle)
-            return
-        cycle = self.cycle
-        reading = (  # waiting for body bytes, which the client has not been asked to hold
-            self.idle_since is None
-            and cycle is not None
-            and cycle.more_body
-            and not cycle.continue_owed
-            and not self.flow.read_paused
-        )
-        if not (reading or writing):  # the app is at work: the client owes nothing
-            self.watch_mark = None
-            return
-        mark = (self.received, self.drains)
-        if mark != self.watch_mark:  # progress since the last look (or a first look)
-            self.watch_mark = mark
-            self.timer = self.loop.call_later(STALL_S, self._check_idle)
-            return
-        if writing:  # close() would wait for a buffer the client never drains
-            log.info("closing a connection whose client stopped reading for %.0f s", STALL_S)
-            transport.abort()
-            return
-        log.info("closing a connection whose request body stopped for %.0f s", STALL_S)
-        active = self.active
-        if active is not None and not active.started:
-            transport.write(_plain(408, "The request body stopped arriving."))
-        self._close()
-
-    def _watch(self) -> None:
-        """Make sure the timer runs (``_check_idle``): a request may now wait on the client."""
-        if self.timer is None:
-            self.timer = self.loop.call_later(self.keep_alive_s, self._check_idle)
 
     # -- httptools callbacks -----------------------------------------------------------
 
@@ -651,322 +513,9 @@ class HttpProtocol(asyncio.Protocol):
             self._idle()  # all answered: what is left of a request head is timed
 
 
-_defaults_cache: tuple[Any, bytes | None] = (None, b"")
-
-
-def _rendered_defaults(headers: list[tuple[bytes, bytes]]) -> bytes | None:
-    """uvicorn's default response headers as head lines, rendered and checked once per
-    list (uvicorn makes a new list each second, for the date); None if a name or value
-    holds a CR or LF (``--header`` values come from the command line)."""
-    global _defaults_cache
-    cached, block = _defaults_cache
-    if headers is not cached:
-        block = b"".join(b"%s: %s\r\n" % (name, value) for name, value in headers)
-        if block.count(b"\n") != len(headers) or block.count(b"\r") != len(headers):
-            block = None
-        _defaults_cache = (headers, block)
-    return block
-
-
 class _StopParsing(Exception):
     """Raised from a parser callback to stop parsing (the reason is in ``HttpProtocol.error``
     where an answer is owed)."""
 
 
 _TOO_LARGE = (431, "Request line and headers are too large.")
-
-
-class Cycle:
-    """One request and its response: the ASGI ``receive`` and ``send`` of that request."""
-
-    __slots__ = (
-        "buffered",
-        "chunked",
-        "chunks",
-        "complete",
-        "conn",
-        "continue_owed",
-        "delivered",
-        "direct",
-        "disconnected",
-        "gone",
-        "head",
-        "keep_alive",
-        "left",
-        "more_body",
-        "pending",
-        "scope",
-        "started",
-        "waiter",
-    )
-
-    def __init__(
-        self, conn: HttpProtocol, scope: dict[str, Any], keep_alive: bool, expect: bool
-    ) -> None:
-        self.conn = conn
-        self.scope = scope
-        self.keep_alive = keep_alive
-        self.continue_owed = expect
-        self.chunks: list[bytes] = []
-        self.buffered = 0
-        self.more_body = True
-        self.delivered = False  # the last body chunk went to the app
-        self.disconnected = False
-        self.gone: Callable[[], None] | None = None  # see ON_DISCONNECT
-        self.direct: Any = None  # served by api/direct.py rather than the ASGI app
-        self.pending: Any = None  # the app to start once the body is in (direct path)
-        self.waiter: asyncio.Future[None] | None = None
-        self.started = False
-        self.complete = False
-        self.head = b""  # status line and headers, written with the first body bytes
-        self.chunked = False
-        self.left = 0  # body bytes still owed under Content-Length
-
-    def on_disconnect(self, callback: Callable[[], None] | None) -> None:
-        self.gone = callback
-
-    def wake(self) -> None:
-        waiter = self.waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-    async def run(self, app: Callable[..., Any]) -> None:
-        try:
-            await self._run(app)
-        finally:
-            # scope -> extensions -> on_disconnect -> this cycle -> scope is a reference
-            # cycle: break it, or every request leaves garbage for the cyclic GC
-            self.gone = None
-            self.scope["extensions"] = None
-
-    def serve_direct(self, direct: Any) -> None:
-        """Serve through api/direct.py: the whole body in, ``respond`` called once, no task."""
-        chunks = self.chunks
-        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-        self.chunks = []
-        self.delivered = True
-        try:
-            direct.start(self.scope, body, self.respond)
-        except Exception:
-            log.exception("unhandled error in the direct predict path")
-            if not self.complete:
-                self.respond(None, failed=True)
-
-    def respond(self, answer: Any, failed: bool = False) -> None:
-        """The direct path's answer (status, headers, body), or None: the client left."""
-        if self.complete:
-            return
-        self.gone = None
-        self.scope["extensions"] = None  # no reference cycle left behind (see ``run``)
-        conn = self.conn
-        if answer is None:
-            if failed and not self.disconnected:
-                conn.transport.write(_plain(500, "Internal Server Error"))
-                conn.transport.close()
-            return
-        if self.disconnected:
-            return
-        status, headers, out = answer
-        # The direct path's own headers never set the framing (content-length,
-        # transfer-encoding, connection), so the head is built without the general scan
-        # of _start_response. The server's default headers (date, server) change once a
-        # second and are rendered and checked once (``_rendered_defaults``); the CR/LF
-        # count still guards every name and value of this answer's own headers.
-        parts: list[bytes] = []
-        for name, value in headers:
-            parts += (name, b": ", value, b"\r\n")
-        own = b"".join(parts)
-        lines = len(headers)
-        defaults = _rendered_defaults(conn.server_state.default_headers)
-        if own.count(b"\n") != lines or own.count(b"\r") != lines or defaults is None:
-            log.error(
-                "the direct predict path made an invalid response head: %r (default headers %r)",
-                own,
-                conn.server_state.default_headers,
-            )
-            self.respond(None, failed=True)
-            return
-        self.started = True
-        conn.transport.write(
-            b"".join(
-                (
-                    STATUS_LINES[status],
-                    defaults,
-                    own,
-                    b"content-length: %d\r\n\r\n" % len(out)
-                    if self.keep_alive
-                    else b"content-length: %d\r\nconnection: close\r\n\r\n" % len(out),
-                    out,
-                )
-            )
-        )
-        self.complete = True
-        conn.response_complete(self)
-
-    async def _run(self, app: Callable[..., Any]) -> None:
-        try:
-            result = await app(self.scope, self.receive, self.send)
-        except BaseException:
-            log.exception("unhandled error in the ASGI app")
-            if not self.started:
-                await self._send_500()
-            elif not self.complete:  # the answer is cut short: the client must see that
-                self.conn.transport.close()
-            # (after a complete answer, e.g. Starlette re-raising behind its 500, the
-            # connection and the requests queued on it go on)
-            return
-        if result is not None:
-            log.error("the ASGI app returned %r instead of None", result)
-            self.conn.transport.close()
-        elif not self.started and not self.disconnected:
-            log.error("the ASGI app returned without starting a response")
-            await self._send_500()
-        elif not self.complete and not self.disconnected:
-            log.error("the ASGI app returned without completing its response")
-            self.conn.transport.close()
-
-    async def _send_500(self) -> None:
-        self.keep_alive = False
-        await self.send(
-            {
-                "type": "http.response.start",
-                "status": 500,
-                "headers": [
-                    (b"content-type", b"text/plain; charset=utf-8"),
-                    (b"content-length", b"21"),
-                ],
-            }
-        )
-        await self.send({"type": "http.response.body", "body": b"Internal Server Error"})
-
-    # -- ASGI --------------------------------------------------------------------------
-
-    async def receive(self) -> dict[str, Any]:
-        conn = self.conn
-        if self.continue_owed:
-            self.continue_owed = False
-            if not conn.transport.is_closing():
-                conn.transport.write(_CONTINUE)
-        while True:
-            if self.disconnected or self.complete:
-                return _DISCONNECT
-            if not self.delivered and (self.chunks or not self.more_body):
-                chunks = self.chunks
-                body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-                more = self.more_body
-                self.chunks = []
-                self.buffered = 0
-                self.delivered = not more
-                if conn.flow.read_paused and conn._may_read():
-                    conn.flow.resume_reading()
-                return {"type": "http.request", "body": body, "more_body": more}
-            # nothing yet (a streamed body), or the body is in: wait for the disconnect
-            if self.more_body:
-                conn._watch()  # time a body that stops arriving
-            self.waiter = conn.loop.create_future()
-            if conn.flow.read_paused and conn._may_read():
-                conn.flow.resume_reading()
-            await self.waiter
-            self.waiter = None
-
-    async def send(self, message: dict[str, Any]) -> None:
-        conn = self.conn
-        if conn.flow.write_paused and not self.disconnected:
-            await conn.flow.drain()
-        if self.disconnected:
-            return
-        kind = message["type"]
-        if not self.started:
-            if kind != "http.response.start":
-                raise RuntimeError(f"expected 'http.response.start', got '{kind}'")
-            self._start_response(message["status"], message.get("headers", ()))
-            self.started = True  # only now: a rejected head still gets the 500 answer
-            self.continue_owed = False
-            return
-        if self.complete:
-            raise RuntimeError(f"'{kind}' sent after the response completed")
-        if kind != "http.response.body":
-            raise RuntimeError(f"expected 'http.response.body', got '{kind}'")
-        body = message.get("body", b"")
-        more = message.get("more_body", False)
-        head = self.head
-        if self.scope["method"] == "HEAD":
-            out = head
-            self.left = 0
-        elif self.chunked:
-            frame = b"%x\r\n%b\r\n" % (len(body), body) if body else b""
-            out = head + frame + (b"" if more else b"0\r\n\r\n")
-        else:
-            if self.left >= 0:  # -1: delimited by the close (see _start_response)
-                self.left -= len(body)
-                if self.left < 0:
-                    raise RuntimeError("response body longer than its Content-Length")
-            out = head + body if head else body
-        self.head = b""
-        if out:
-            conn.transport.write(out)
-        if not more:
-            if self.left > 0:
-                raise RuntimeError("response body shorter than its Content-Length")
-            self.complete = True
-            self.wake()
-            conn.response_complete(self)
-
-    def _start_response(self, status: int, headers: Any) -> None:
-        conn = self.conn
-        if self.more_body:
-            # answered before its body is in (a 413, a 401): what the client sends next is
-            # that body, or nothing if it waits for a 100 Continue, so no next request can
-            # be told apart on this connection (RFC 9110, section 10.1.1)
-            self.keep_alive = False
-        parts = [STATUS_LINES[status]]
-        lines = 2  # the status line and the blank line that ends the head
-        length: int | None = None
-        close = False
-        for name, value in (*conn.server_state.default_headers, *headers):
-            key = name.lower()
-            if key == b"content-length":
-                if length is None:
-                    length = int(value)
-            elif key == b"transfer-encoding":
-                self.chunked = value.lower() == b"chunked"
-            elif key == b"connection" and b"close" in value.lower():
-                self.keep_alive = False
-                close = True
-            parts += (key, b": ", value, b"\r\n")
-            lines += 1
-        if not self.keep_alive and not close:
-            parts.append(b"connection: close\r\n")
-            lines += 1
-        if length is not None and not self.chunked:
-            self.left = length
-        elif not self.chunked and self.scope["method"] != "HEAD" and status not in _NO_BODY:
-            if self.scope["http_version"] == "1.0":
-                # no chunked encoding for HTTP/1.0 (RFC 9112, section 6.1): the body ends
-                # where the connection does (keep_alive is already off for 1.0)
-                self.left = -1
-            else:
-                self.chunked = True
-                parts.append(b"transfer-encoding: chunked\r\n")
-                lines += 1
-        parts.append(b"\r\n")
-        head = b"".join(parts)
-        # A CR or LF inside a name or value (response splitting) shows up as an extra one:
-        # three counts over the joined head instead of a search per header.
-        if head.count(b"\n") != lines or head.count(b"\r") != lines:
-            raise RuntimeError("invalid response header: CR or LF in a name or value")
-        self.head = head
-        if conn.access_log:
-            scope = self.scope
-            query = scope["query_string"]
-            target = scope["path"] + ("?" + query.decode("ascii") if query else "")
-            peer = scope["client"]
-            client = f"{peer[0]}:{peer[1]}" if peer else "-"
-            conn.access_logger.info(
-                '%s - "%s %s HTTP/%s" %d',
-                client,
-                scope["method"],
-                target,
-                scope["http_version"],
-                status,
-            )
