@@ -55,6 +55,10 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
                 "http_version": scope["http_version"],
             },
         )
+    elif path == "/slow":  # as /echo, a moment later
+        body = await _read(receive)
+        await asyncio.sleep(0.2)
+        await _json(send, 200, {"query": scope["query_string"].decode(), "length": len(body)})
     elif path == "/stream":
         await send({"type": "http.response.start", "status": 200, "headers": []})
         for part in (b"one,", b"two,", b"three"):

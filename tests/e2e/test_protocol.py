@@ -401,3 +401,34 @@ def test_http_10_streamed_answer_is_not_chunked(server: str) -> None:
     assert b"transfer-encoding" not in head.lower()
     assert body == b"one,two,three"
     sock.close()
+
+
+@pytest.mark.parametrize("count", [1, 3])
+def test_a_half_closed_connection_gets_the_answers_to_what_it_sent(server: str, count: int) -> None:
+    """A client may send its requests and then half-close (``shutdown(SHUT_WR)``): it
+    still gets every answer, from a slow route too, the last with ``connection: close``,
+    and then the server closes. (The end of input used to close the connection at once,
+    so an answer not ready by then was never sent.) Idle, a half-closed connection closes
+    at once."""
+    sock = _connect(server)
+    sock.sendall(
+        b"".join(
+            b"POST /slow?n=%d HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc" % n
+            for n in range(count)
+        )
+    )
+    sock.shutdown(socket.SHUT_WR)
+    answers = _read_responses(sock, count)
+    assert [json.loads(body)["query"] for _, _, body in answers] == [f"n={n}" for n in range(count)]
+    assert answers[-1][1]["connection"] == "close"
+    assert _read_all(sock) == b""
+    sock.close()
+
+    sock = _connect(server)
+    sock.sendall(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}")
+    _read_responses(sock, 1)
+    start = time.monotonic()
+    sock.shutdown(socket.SHUT_WR)
+    assert _read_all(sock) == b""
+    assert time.monotonic() - start < KEEP_ALIVE_S / 2  # not the keep-alive timer's close
+    sock.close()

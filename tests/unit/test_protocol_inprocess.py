@@ -643,3 +643,82 @@ def test_reading_stays_paused_while_the_app_has_not_taken_the_body_it_has() -> N
         protocol.connection_lost(None)
 
     asyncio.run(main())
+
+
+def test_a_half_closed_connection_is_answered_then_closed() -> None:
+    """The end of input (``eof_received``) with a request being answered keeps our side
+    open (True): the answer says ``connection: close`` and the connection then closes at
+    once (no lingering: the client has sent all it will). With nothing owed, or with a
+    body that can no longer arrive, it closes now."""
+
+    async def slow(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await receive()
+        await asyncio.sleep(0.02)
+        await app_answer(send)
+
+    async def main() -> None:
+        protocol, transport = _connection(slow)
+        protocol.data_received(REQUEST)
+        await _turns()
+        assert protocol.eof_received() is True
+        assert not transport.closed
+        await asyncio.sleep(0.05)
+        assert len(transport.writes) == 1
+        assert transport.writes[0].startswith(b"HTTP/1.1 200 ")
+        assert b"\r\nconnection: close\r\n" in transport.writes[0]
+        assert transport.closed and not transport.eof_written
+        protocol.connection_lost(None)
+
+        protocol, transport = _connection(slow)  # answered: idle
+        protocol.data_received(REQUEST)
+        await asyncio.sleep(0.05)
+        assert not protocol.eof_received()
+        assert transport.closed
+        protocol.connection_lost(None)
+
+        protocol, transport = _connection(read_all)  # a body cut short
+        protocol.data_received(b"POST /p HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nab")
+        await _turns()
+        assert not protocol.eof_received()
+        assert transport.closed
+        protocol.connection_lost(None)
+
+    asyncio.run(main())
+
+
+def test_the_end_of_input_is_the_client_leaving_for_an_app_that_watches_for_it(
+    tmp_path: Any,
+) -> None:
+    """TCP does not tell a half-close from a client that left. An app that watches for
+    the client leaving (``receive()`` after its body, or the ON_DISCONNECT callback: the
+    predict path, to drop queued work) is told at the end of input, even if its watch
+    begins later; an app that does not watch gets to answer (above)."""
+    seen: list[str] = []
+
+    async def watches_later(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await receive()
+        await asyncio.sleep(0.02)
+        seen.append((await receive())["type"])
+
+    async def main() -> None:
+        protocol, transport = _connection(watches_later)
+        protocol.data_received(REQUEST)
+        await _turns()
+        assert protocol.eof_received() is True  # not watching yet
+        await asyncio.sleep(0.05)
+        assert transport.closed and transport.writes == []
+        protocol.connection_lost(None)
+        await _turns()
+        assert seen == ["http.disconnect"]
+
+        _, protocol, transport = await _direct_protocol(tmp_path, ServerState())
+        body = b'{"inputs": [[1, 2, 3]]}'
+        head = b"POST /v1/models/m/predict HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n"
+        protocol.data_received(head % len(body) + body)  # queued, watching
+        assert not protocol.eof_received()
+        assert transport.closed
+        protocol.connection_lost(None)
+        await _turns()
+        assert transport.writes == []  # withdrawn from the batch queue
+
+    asyncio.run(main())

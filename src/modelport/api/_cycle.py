@@ -113,6 +113,10 @@ class Cycle:
 
     def on_disconnect(self, callback: Callable[[], None] | None) -> None:
         self.gone = callback
+        if callback is not None and self.conn.half_closed:
+            # a watch begun after the end of input: that end counts as the client
+            # leaving (see HttpProtocol.eof_received); the callback runs on the close
+            self.conn._close()
 
     def wake(self) -> None:
         waiter = self.waiter
@@ -252,6 +256,8 @@ class Cycle:
             # nothing yet (a streamed body), or the body is in: wait for the disconnect
             if self.more_body:
                 conn._watch()  # time a body that stops arriving
+            elif conn.half_closed:  # a watch begun after the end of input: as above
+                conn._close()
             self.waiter = conn.loop.create_future()
             if conn.flow.read_paused and conn._may_read():
                 conn.flow.resume_reading()

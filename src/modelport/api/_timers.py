@@ -72,12 +72,13 @@ class ConnectionTimers:
     active: Cycle | None  # the request being answered
     in_head: bool
     stopping: bool
+    half_closed: bool
 
     def _hang_up(self, unread: bool) -> None:
         """Close the connection: in stages (``_linger``) when the client may still be
-        sending (``unread``) and the transport can half-close (TLS cannot), unless the
-        server is stopping; else at once."""
-        if unread and not self.stopping and self.transport.can_write_eof():
+        sending (``unread``, and it has not half-closed) and the transport can half-close
+        (TLS cannot), unless the server is stopping; else at once."""
+        if unread and not self.stopping and not self.half_closed and self.transport.can_write_eof():
             self._linger()
         else:
             self._close()

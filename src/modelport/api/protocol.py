@@ -39,8 +39,9 @@ Each request's ASGI ``receive``/``send`` and its response framing are ``Cycle``
 ``api/_timers.py``.
 
 Scope of HTTP: HTTP/1.0 and 1.1 with keep-alive, pipelining, ``Expect: 100-continue``,
-chunked request and response bodies, HEAD. No WebSocket: an upgrade request is answered
-as plain HTTP and the connection then closed.
+chunked request and response bodies, HEAD, a client that half-closes after its requests
+(answered, then closed). No WebSocket: an upgrade request is answered as plain HTTP and the
+connection then closed.
 """
 
 from __future__ import annotations
@@ -144,6 +145,7 @@ class HttpProtocol(ConnectionTimers, asyncio.Protocol):
         self.starting = False  # in _start_next's loop
         self.next_due = False  # an answer completed inside that loop: go on
         self.stopping = False  # the server is shutting down (``shutdown``)
+        self.half_closed = False  # the client sent all it will (``eof_received``)
 
     # -- connection --------------------------------------------------------------------
 
@@ -265,8 +267,33 @@ class HttpProtocol(ConnectionTimers, asyncio.Protocol):
         self.backlog = b""
         self.flow.pause_reading()
 
-    def eof_received(self) -> None:
-        pass
+    def eof_received(self) -> bool:
+        """The client will send nothing more: it half-closed (``shutdown(SHUT_WR)``), or
+        it left (``close()``); TCP does not tell which. The request it sent whole is
+        still answered, with ``connection: close``, and then the connection closes;
+        unless the app watches for the client leaving (an ``ON_DISCONNECT`` callback, or
+        ``receive()`` waiting after the whole body, now or later: ``Cycle``): it is told
+        the client left, as before, so that work for gone clients is dropped (the predict
+        path) and a wait for the disconnect does not last for ever. With no request owed
+        (idle, a head or body cut short, lingering) the connection closes now. True keeps
+        our side open. Reading is paused while requests wait behind the one being
+        answered (parsed, or as bytes), so the end shows up only once the last one sent
+        is being answered."""
+        last = self.cycle
+        if (
+            last is None
+            or last.complete
+            or last.more_body  # its body can never arrive now
+            or last.gone is not None  # the app watches for the client leaving
+            or (last.delivered and last.waiter is not None)  # so does receive()
+            or isinstance(self.parser, Discard)
+            or self.transport.is_closing()
+        ):
+            self._close()
+            return False
+        self.half_closed = True  # never resume reading now (_may_read); no lingering
+        last.keep_alive = False
+        return True
 
     def pause_writing(self) -> None:
         # the client is not reading our answers: read no more requests until it does,
@@ -284,8 +311,16 @@ class HttpProtocol(ConnectionTimers, asyncio.Protocol):
     def _may_read(self) -> bool:
         """Whether to read the socket once an answer is out: not while requests wait for
         theirs (parsed, or still bytes), no request can follow, the client is not reading
-        our answers, or the app has not taken the body it has (``HIGH_WATER``)."""
-        if self.pipeline or self.backlog or self.parsing_stopped or self.flow.write_paused:
+        our answers, or the app has not taken the body it has (``HIGH_WATER``); never
+        once the client has half-closed (a read after the end of input fails, uvloop then
+        closes the transport)."""
+        if (
+            self.pipeline
+            or self.backlog
+            or self.parsing_stopped
+            or self.flow.write_paused
+            or self.half_closed
+        ):
             return False
         cycle = self.cycle
         return cycle is None or cycle.direct is not None or cycle.buffered <= HIGH_WATER
