@@ -59,8 +59,9 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         body = await _read(receive)
         await asyncio.sleep(0.2)
         await _json(send, 200, {"query": scope["query_string"].decode(), "length": len(body)})
-    elif path == "/stream":
-        await send({"type": "http.response.start", "status": 200, "headers": []})
+    elif path in ("/stream", "/stream-te"):  # /stream-te: the app asks for chunks itself
+        headers = [(b"transfer-encoding", b"chunked")] if path == "/stream-te" else []
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
         for part in (b"one,", b"two,", b"three"):
             await send({"type": "http.response.body", "body": part, "more_body": True})
         await send({"type": "http.response.body", "body": b""})

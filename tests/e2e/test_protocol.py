@@ -403,6 +403,24 @@ def test_http_10_streamed_answer_is_not_chunked(server: str) -> None:
     sock.close()
 
 
+def test_http_10_answer_the_app_sends_as_chunked_is_framed_by_the_close(server: str) -> None:
+    """An app that sets ``Transfer-Encoding: chunked`` itself: HTTP/1.1 gets chunks, but
+    an HTTP/1.0 client cannot decode them (RFC 9112, section 6.1), so it gets the body as
+    it is, without the header, ended by the close. (The header and the chunk framing
+    used to reach it.)"""
+    response = httpx.get(f"{server}/stream-te")
+    assert response.headers["transfer-encoding"] == "chunked"
+    assert response.content == b"one,two,three"
+    sock = _connect(server)
+    sock.sendall(b"GET /stream-te HTTP/1.0\r\n\r\n")
+    answer = _read_all(sock)
+    head, body = answer.split(b"\r\n\r\n", 1)
+    assert b"transfer-encoding" not in head.lower()
+    assert b"\r\nconnection: close" in head
+    assert body == b"one,two,three"
+    sock.close()
+
+
 @pytest.mark.parametrize("count", [1, 3])
 def test_a_half_closed_connection_gets_the_answers_to_what_it_sent(server: str, count: int) -> None:
     """A client may send its requests and then half-close (``shutdown(SHUT_WR)``): it

@@ -324,6 +324,10 @@ class Cycle:
                 if length is None:
                     length = int(value)
             elif key == b"transfer-encoding":
+                if self.scope["http_version"] == "1.0":
+                    # HTTP/1.0 has no chunked encoding (RFC 9112, section 6.1): the header
+                    # is dropped and the body ends where the connection does (below)
+                    continue
                 self.chunked = value.lower() == b"chunked"
             elif key == b"connection" and b"close" in value.lower():
                 self.keep_alive = False
