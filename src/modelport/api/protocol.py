@@ -115,7 +115,9 @@ class HttpProtocol(ConnectionTimers, asyncio.Protocol):
         self.server: tuple[str, int | None] | None = None
         self.client: tuple[str, int] | None = None
         self.scheme = "http"
-        self.pipeline: deque[tuple[Cycle, Any]] = deque()
+        # what waits behind the request being answered, newest first: (cycle, app) per
+        # request, and last (None, answer) when a malformed request is refused after them
+        self.pipeline: deque[tuple[Cycle | None, Any]] = deque()
         self.cycle: Cycle | None = None  # the request being parsed (or the last one)
         self.active: Cycle | None = None  # the request being answered
         self.idle_since: float | None = None  # waiting for a request's headers since
@@ -139,7 +141,6 @@ class HttpProtocol(ConnectionTimers, asyncio.Protocol):
         # no more requests are read from this connection: the parser stopped (a malformed
         # request, an upgrade), and what is owed is answered first
         self.parsing_stopped = False
-        self.refusal: bytes | None = None  # an error answer owed after those before it
         self.backlog = b""  # received, not parsed yet: the queue was full (_feed_slices)
         self.drains = 0  # resume_writing calls: the client reading our answers (_check_idle)
         self.starting = False  # in _start_next's loop
@@ -248,7 +249,7 @@ class HttpProtocol(ConnectionTimers, asyncio.Protocol):
                 self.transport.close()
                 return
             # a later request: its answer goes after those owed before it (RFC 9112,
-            # section 9.3.2), sent by response_complete
+            # section 9.3.2), queued behind them
             self._owe_refusal(status, message)
             return
         if self.pipeline:  # the next queued request is about to start (_start_next)
@@ -258,12 +259,12 @@ class HttpProtocol(ConnectionTimers, asyncio.Protocol):
         self._hang_up(unread=True)  # the rest of the request may still be on its way
 
     def _owe_refusal(self, status: int, message: str) -> None:
-        pipeline = self.pipeline
-        if pipeline and pipeline[0][0] is self.cycle and self.cycle.more_body:
+        pipeline, cycle = self.pipeline, self.cycle
+        if pipeline and cycle is not None and pipeline[0][0] is cycle and cycle.more_body:
             # the malformed one is queued with its own body unfinished: it can never be
             # served, and the refusal answers for it
             pipeline.popleft()
-        self.refusal = plain_answer(status, message)
+        pipeline.appendleft((None, plain_answer(status, message)))  # sent by _start_next
         self.backlog = b""
         self.flow.pause_reading()
 
@@ -503,10 +504,6 @@ class HttpProtocol(ConnectionTimers, asyncio.Protocol):
                 self.next_due = True
             else:
                 self._start_next()
-        elif self.refusal is not None:  # a malformed request after this one
-            self.transport.write(self.refusal)
-            self.refusal = None
-            self._hang_up(unread=True)
         else:
             if self.flow.read_paused and self._may_read():
                 self.flow.resume_reading()
@@ -524,18 +521,17 @@ class HttpProtocol(ConnectionTimers, asyncio.Protocol):
                 self.next_due = False
                 if self.pipeline:
                     queued, app = self.pipeline.pop()
+                    if queued is None:  # a malformed request's refusal (``_owe_refusal``)
+                        self.transport.write(app)
+                        self._hang_up(unread=True)
+                        return
                     self._watch()
                     self._start(queued, app)
                 if self.backlog and len(self.pipeline) < MAX_PIPELINE:
                     self._feed_slices(b"")
                 active = self.active
                 if not self.pipeline and active is not None and active.complete:
-                    self.next_due = self.backlog != b"" or self.refusal is not None
-                    if self.refusal is not None:
-                        self.transport.write(self.refusal)
-                        self.refusal = None
-                        self._hang_up(unread=True)
-                        return
+                    self.next_due = self.backlog != b""
         finally:
             self.starting = False
         if self.transport.is_closing():
