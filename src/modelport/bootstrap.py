@@ -34,7 +34,12 @@ def _process_factory(settings: Settings) -> ExecutorFactory | None:
         from modelport.core.process_executor import process_executor_factory
     except ImportError:  # pragma: no cover - module always ships; guard for partial installs
         return None
-    factory: ExecutorFactory = process_executor_factory(settings.executors.process_workers)
+    factory: ExecutorFactory = process_executor_factory(
+        settings.executors.process_workers,
+        stop_timeout_s=settings.server.drain_timeout_s,
+        load_timeout_s=settings.executors.load_timeout_s,
+        term_grace_s=settings.server.longest_stop_s,
+    )
     return factory
 
 
@@ -60,6 +65,7 @@ def build(
         cpu_share=cpu_share,
         board=board if lend else None,
         lone_threads=cores if lend else None,
+        drain_grace_s=settings.server.drain_timeout_s,
     )
     registry.add_sources(model_sources(settings, demo_repository))
     service = InferenceService(

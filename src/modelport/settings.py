@@ -45,6 +45,24 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+# The timeouts of stopping must agree, so they are derived from two settings (defaults
+# here; core's constructors default to them too). A graceful stop of a serving process:
+# open requests get ``shutdown_timeout_s`` to finish, then each model version's running
+# batches get ``drain_timeout_s``, then an isolated model's executor waits as long for a
+# batch still running and as long again for its worker processes to exit before it kills
+# them. ``longest_stop_s`` adds that up; a worker process defers a SIGTERM sent to the
+# whole process group that long, and the multi-worker supervisor waits a little longer
+# for its HTTP workers before it kills them.
+SHUTDOWN_TIMEOUT_S = 10.0
+DRAIN_TIMEOUT_S = 5.0
+LOAD_TIMEOUT_S = 300.0
+
+
+def longest_stop_s(shutdown_timeout_s: float, drain_timeout_s: float) -> float:
+    """The longest a graceful stop of one serving process takes, signal to exit (see above)."""
+    return shutdown_timeout_s + 3 * drain_timeout_s
+
+
 class ServerSettings(_Frozen):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
@@ -63,6 +81,21 @@ class ServerSettings(_Frozen):
         description="serving processes: fewer cyclic-GC passes and start-up objects frozen "
         "out of them once models load (cuts p99 ~8x under load; docs/benchmarks.md)",
     )
+    shutdown_timeout_s: float = Field(
+        SHUTDOWN_TIMEOUT_S,
+        gt=0,
+        le=3600,
+        description="graceful shutdown: after SIGINT/SIGTERM, how long open requests may "
+        "finish before their connections are closed",
+    )
+    drain_timeout_s: float = Field(
+        DRAIN_TIMEOUT_S,
+        gt=0,
+        le=3600,
+        description="then, per model version, how long running batches may finish before its "
+        "executor stops (isolated models' workers get as long again to exit before they are "
+        "killed); at most shutdown_timeout_s, which is its default where shorter than 5 s",
+    )
 
     @field_validator("workers", mode="before")
     @classmethod
@@ -77,10 +110,41 @@ class ServerSettings(_Frozen):
             raise ValueError("workers must be a number from 1 to 64, or 'auto'")
         return count
 
+    @model_validator(mode="before")
+    @classmethod
+    def _default_drain(cls, data: Any) -> Any:
+        """A shutdown window shorter than the drain's default shortens the drain too: only a
+        drain given explicitly can be too long for it."""
+        if not isinstance(data, Mapping) or data.get("drain_timeout_s") is not None:
+            return data
+        try:
+            shutdown = float(data["shutdown_timeout_s"])
+        except (KeyError, TypeError, ValueError):  # absent, or the field's check words it
+            return data
+        if 0 < shutdown < DRAIN_TIMEOUT_S:
+            return {**data, "drain_timeout_s": shutdown}
+        return data
+
+    @model_validator(mode="after")
+    def _check_drain(self) -> ServerSettings:
+        if self.drain_timeout_s > self.shutdown_timeout_s:
+            raise ValueError(
+                f"drain_timeout_s ({self.drain_timeout_s:g} s) is longer than "
+                f"shutdown_timeout_s ({self.shutdown_timeout_s:g} s): running batches would "
+                "get longer than the requests waiting for them; lower the first or raise "
+                "the second"
+            )
+        return self
+
     @property
     def worker_count(self) -> int:
         """The number of HTTP processes once resolved (``auto`` before that counts as 1)."""
         return self.workers if isinstance(self.workers, int) else 1
+
+    @property
+    def longest_stop_s(self) -> float:
+        """The longest a graceful stop of one serving process takes (``longest_stop_s``)."""
+        return longest_stop_s(self.shutdown_timeout_s, self.drain_timeout_s)
 
 
 class BatchingSettings(_Frozen):
@@ -103,6 +167,13 @@ class ExecutorSettings(_Frozen):
     threads: int = Field(1, ge=1, le=64, description="inference threads per model version")
     process_workers: int = Field(
         1, ge=1, le=64, description="worker processes for isolation: process"
+    )
+    load_timeout_s: float = Field(
+        LOAD_TIMEOUT_S,
+        gt=0,
+        description="isolation: process: a worker that has not loaded its model by then is "
+        "killed and the version fails to load (a load in the server's own process cannot "
+        "be stopped, so it has no timeout)",
     )
     runtime_threads: int | None = Field(
         None,

@@ -94,3 +94,11 @@ def test_bench_says_when_the_server_cannot_be_reached() -> None:
     result = CliRunner().invoke(main, ["bench", "iris", "--url", url, "-d", "0.1"])
     assert result.exit_code == 1
     assert f"Error: cannot reach the server at {url}" in result.output
+
+
+def test_serve_gives_uvicorn_the_graceful_shutdown_setting() -> None:
+    from modelport.cli.serve import uvicorn_options
+    from modelport.settings import load_settings
+
+    settings = load_settings({"server": {"shutdown_timeout_s": 3}}, env={})
+    assert uvicorn_options(settings)["timeout_graceful_shutdown"] == 3.0

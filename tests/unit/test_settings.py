@@ -62,3 +62,32 @@ def test_settings_are_frozen() -> None:
     s = load_settings(env={})
     with pytest.raises(Exception, match="frozen"):
         s.server.port = 1  # type: ignore[misc]
+
+
+def test_shutdown_and_load_timeouts_come_from_settings() -> None:
+    s = load_settings(env={})
+    assert (s.server.shutdown_timeout_s, s.server.drain_timeout_s) == (10.0, 5.0)
+    assert s.executors.load_timeout_s == 300.0
+    # requests, then batches, then an isolated model's stuck batch and its workers' exit
+    assert s.server.longest_stop_s == 25.0
+    env = {
+        "MODELPORT_SERVER__SHUTDOWN_TIMEOUT_S": "20",
+        "MODELPORT_SERVER__DRAIN_TIMEOUT_S": "2",
+        "MODELPORT_EXECUTORS__LOAD_TIMEOUT_S": "60",
+    }
+    s = load_settings(env=env)
+    assert (s.server.shutdown_timeout_s, s.server.drain_timeout_s) == (20.0, 2.0)
+    assert s.executors.load_timeout_s == 60.0
+    assert s.server.longest_stop_s == 26.0
+
+
+def test_a_drain_longer_than_the_graceful_shutdown_is_refused() -> None:
+    with pytest.raises(ConfigError, match=r"drain_timeout_s \(12 s\) is longer than shutdown"):
+        load_settings({"server": {"drain_timeout_s": 12}}, env={})
+    with pytest.raises(ConfigError, match=r"drain_timeout_s \(4 s\) is longer than shutdown"):
+        load_settings({"server": {"shutdown_timeout_s": 3, "drain_timeout_s": 4}}, env={})
+    # a short window with the drain left to its default shortens the drain
+    short = load_settings(env={"MODELPORT_SERVER__SHUTDOWN_TIMEOUT_S": "3"}).server
+    assert (short.shutdown_timeout_s, short.drain_timeout_s) == (3.0, 3.0)
+    with pytest.raises(ConfigError, match=r"server\.shutdown_timeout_s"):
+        load_settings({"server": {"shutdown_timeout_s": 0}}, env={})

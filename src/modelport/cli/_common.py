@@ -23,6 +23,7 @@ FLAG_PATHS: dict[str, tuple[str, ...]] = {
     "json_logs": ("server", "json_logs"),
     "body_limit": ("server", "body_limit_bytes"),
     "request_timeout": ("server", "request_timeout_s"),
+    "shutdown_timeout": ("server", "shutdown_timeout_s"),
     "data_dir": ("data_dir",),
     "repository": ("repository",),
     "max_batch_size": ("batching", "max_batch_size"),

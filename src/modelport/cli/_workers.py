@@ -40,6 +40,9 @@ log = logging.getLogger("modelport.workers")
 
 RESTARTS_ALLOWED = 5  # within RESTART_WINDOW_S; past that the server gives up
 RESTART_WINDOW_S = 60.0
+# beyond a worker's longest graceful stop (settings.longest_stop_s), for the rest of its
+# lifespan's shutdown (usage flush, stores), before the supervisor kills it
+STOP_MARGIN_S = 5.0
 
 
 def reuse_port_supported() -> bool:
@@ -187,9 +190,13 @@ def run_workers(
     host: str,
     port: int,
     on_bound: Callable[[int], None] | None = None,
+    *,
+    worker_stop_s: float,
 ) -> int:
     """Run ``count`` workers until SIGINT/SIGTERM; returns the exit status. ``on_bound``
-    gets the port once it is reserved (the one the system chose, for port 0)."""
+    gets the port once it is reserved (the one the system chose, for port 0).
+    ``worker_stop_s``: the longest a worker's graceful stop takes; one still running
+    ``STOP_MARGIN_S`` after that is killed."""
     reserved = reserve_port(host, port)  # fails here, clearly, if the port is taken
     port = reserved.getsockname()[1]
     if on_bound is not None:
@@ -247,8 +254,9 @@ def run_workers(
         for process in processes:
             if process.is_alive() and process.pid is not None:
                 process.terminate()  # SIGTERM: uvicorn finishes in-flight requests first
+        deadline = time.monotonic() + worker_stop_s + STOP_MARGIN_S  # they stop together
         for process in processes:
-            process.join(timeout=30)
+            process.join(timeout=max(0.0, deadline - time.monotonic()))
             if process.is_alive():
                 process.kill()
                 process.join()

@@ -13,6 +13,7 @@ import click
 from modelport.cli._common import echo_status, model_options, settings_from
 from modelport.cli._security import security_options  # security (issue 4)
 from modelport.errors import ModelportError
+from modelport.settings import Settings
 
 
 @click.command()
@@ -28,6 +29,12 @@ from modelport.errors import ModelportError
 @click.option("--json-logs", is_flag=True, help="Log JSON lines instead of text.")
 @click.option("--body-limit", type=int, help="Largest request body in bytes [16 MiB].")
 @click.option("--request-timeout", type=float, help="Default per-request deadline, seconds [30].")
+@click.option(
+    "--shutdown-timeout",
+    type=float,
+    help="After SIGINT/SIGTERM, seconds open requests may finish [10]; running batches then "
+    "get server.drain_timeout_s [5].",
+)
 @click.option("--max-batch-size", type=int, help="Rows per batch, all models [128].")
 @click.option(
     "--max-delay-ms", type=float, help="Extra wait to fill a batch [0: a lone request never waits]."
@@ -70,7 +77,6 @@ def serve(
     import uvicorn
 
     from modelport.api.app import create_app
-    from modelport.api.protocol import HttpProtocol
     from modelport.bootstrap import build, plan_workers
     from modelport.cli._workers import reuse_port_supported, run_workers
     from modelport.demo import ensure_demo_repository
@@ -127,22 +133,7 @@ def serve(
     elif not sharing:
         announce(server.port)
     logging.getLogger("uvicorn.error").setLevel(server.log_level.upper())
-    options: dict[str, Any] = {
-        "host": server.host,
-        "port": server.port,
-        "log_level": server.log_level,
-        "access_log": server.access_log,
-        "loop": "uvloop",
-        "http": HttpProtocol,
-        "log_config": None,
-        "timeout_graceful_shutdown": 10,
-        # security (issue 4): TLS; the client address comes from the gate's trusted-proxy
-        # rule, so uvicorn must not rewrite it from X-Forwarded-For on its own
-        "ssl_certfile": str(tls.ssl_certfile) if tls.ssl_certfile else None,
-        "ssl_keyfile": str(tls.ssl_keyfile) if tls.ssl_keyfile else None,
-        "proxy_headers": False,
-        "server_header": False,
-    }
+    options = uvicorn_options(settings)
     if chosen is not None:
         runner = uvicorn.Server(uvicorn.Config(target, **options))
         with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C: shut down, as uvicorn.run
@@ -159,6 +150,7 @@ def serve(
                 server.host,
                 server.port,
                 on_bound=announce,
+                worker_stop_s=server.longest_stop_s,
             )
         except OSError as exc:
             raise click.ClickException(
@@ -168,6 +160,30 @@ def serve(
             raise SystemExit(status)
     else:  # no SO_REUSEPORT here: uvicorn's workers, accepting from one shared socket
         uvicorn.run(target, factory=True, workers=plan.count, **options)
+
+
+def uvicorn_options(settings: Settings) -> dict[str, Any]:
+    """What ``modelport serve`` hands uvicorn (besides the app and sockets)."""
+    from modelport.api.protocol import HttpProtocol
+
+    server, tls = settings.server, settings.security
+    return {
+        "host": server.host,
+        "port": server.port,
+        "log_level": server.log_level,
+        "access_log": server.access_log,
+        "loop": "uvloop",
+        "http": HttpProtocol,
+        "log_config": None,
+        # open requests' share of a graceful stop; the registry's drain follows
+        "timeout_graceful_shutdown": server.shutdown_timeout_s,
+        # security (issue 4): TLS; the client address comes from the gate's trusted-proxy
+        # rule, so uvicorn must not rewrite it from X-Forwarded-For on its own
+        "ssl_certfile": str(tls.ssl_certfile) if tls.ssl_certfile else None,
+        "ssl_keyfile": str(tls.ssl_keyfile) if tls.ssl_keyfile else None,
+        "proxy_headers": False,
+        "server_header": False,
+    }
 
 
 def _address(host: str, port: int) -> str:

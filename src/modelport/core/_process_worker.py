@@ -32,9 +32,6 @@ Slot = tuple[str, str | None, Any, int]
 Message = tuple[Any, ...]
 
 _ALIGN = 64  # every array in a buffer starts on a cache line
-# After a SIGTERM, how long a worker waits for its parent to stop it (the parent drains its
-# requests first) before it exits by itself, in case no parent ever does.
-TERM_GRACE_S = 15.0
 
 
 # ── plain data shared by both sides ──────────────────────────────────────────────────────
@@ -149,8 +146,10 @@ def _serve_one(
         conn.send(("err", class_path(exc), str(exc), traceback.format_exc()))
 
 
-def _defer_sigterm() -> None:
-    """Make SIGTERM an exit ``TERM_GRACE_S`` later instead of at once.
+def _defer_sigterm(grace_s: float) -> None:
+    """Make SIGTERM an exit ``grace_s`` later instead of at once: the parent's longest
+    graceful stop (it answers its requests and drains first, then stops its workers), after
+    which the worker exits by itself, in case no parent ever stops it.
 
     A SIGTERM sent to the whole process group (a supervisor stopping the server) would
     otherwise kill the workers before the parent has answered the requests they run; the
@@ -168,17 +167,20 @@ def _defer_sigterm() -> None:
     def wait() -> None:
         while os.read(read_fd, 1) != bytes([signal.SIGTERM]):
             pass
-        time.sleep(TERM_GRACE_S)
+        time.sleep(grace_s)
         os._exit(1)
 
     threading.Thread(target=wait, name="sigterm-grace", daemon=True).start()
 
 
-def worker_main(conn: Connection, runtime: str, artifact: str, config: ModelConfig) -> None:
-    """Entry point of a worker process: load, warm up, then serve requests until told to stop."""
+def worker_main(
+    conn: Connection, runtime: str, artifact: str, config: ModelConfig, term_grace_s: float
+) -> None:
+    """Entry point of a worker process: load, warm up, then serve requests until told to
+    stop. ``term_grace_s``: how long a SIGTERM is deferred (``_defer_sigterm``)."""
     # Ctrl-C reaches the whole process group; the parent decides when workers stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _defer_sigterm()
+    _defer_sigterm(term_grace_s)
     try:
         model = RuntimeTable.discover().get(runtime).load(Path(artifact), config)
         model.warmup()

@@ -59,12 +59,19 @@ from modelport.core.registry import ExecutorFactory
 from modelport.core.runtime import ModelConfig
 from modelport.core.signature import NamedArrays, Signature
 from modelport.errors import ConfigError, ModelFailed, WorkerFailed
+from modelport.settings import (
+    DRAIN_TIMEOUT_S,
+    LOAD_TIMEOUT_S,
+    SHUTDOWN_TIMEOUT_S,
+    longest_stop_s,
+)
 
 log = logging.getLogger("modelport.process_executor")
 
 _OFF_LOOP_BYTES = 8 << 20  # bigger copies (> ~0.3 ms) run in a thread, off the event loop
 STABLE_S = 30.0  # a worker that lived this long (or served a call) resets its slot's back-off
-LOAD_TIMEOUT_S = 300.0  # a worker not "ready" by then is killed: its load counts as failed
+# by default a worker defers a group SIGTERM for the parent's longest graceful stop
+TERM_GRACE_S = longest_stop_s(SHUTDOWN_TIMEOUT_S, DRAIN_TIMEOUT_S)
 
 _REFUSAL_CHARS = 500
 # Callers see a WorkerFailed's message (a 503 is not masked), and why a restart failed names
@@ -167,10 +174,16 @@ class ProcessExecutor:
         workers: int = 1,
         *,
         buffer_bytes: int = 1 << 20,
-        stop_timeout_s: float = 5.0,
+        stop_timeout_s: float = DRAIN_TIMEOUT_S,
         load_timeout_s: float = LOAD_TIMEOUT_S,
+        term_grace_s: float = TERM_GRACE_S,
         board: BusyBoard | None = None,
     ) -> None:
+        """``stop_timeout_s``: how long ``close`` waits for running calls, and then for each
+        worker to exit, before killing it (``server.drain_timeout_s``). ``load_timeout_s``:
+        a worker not "ready" by then is killed, its load failed (``executors.load_timeout_s``).
+        ``term_grace_s``: how long a worker defers a SIGTERM sent to the process group, so
+        that this parent can finish its own graceful stop first (``longest_stop_s``)."""
         if workers < 1:
             raise ConfigError("a process executor needs at least one worker")
         self.slots = workers
@@ -180,6 +193,7 @@ class ProcessExecutor:
         self._buffer_bytes = buffer_bytes
         self._stop_timeout_s = stop_timeout_s
         self._load_timeout_s = load_timeout_s
+        self._term_grace_s = term_grace_s
         # the HTTP workers' busy board: a batch's exchange marks this one busy, as the
         # worker processes compute on the cores a sibling would lend to a lone row
         self._board = board
@@ -238,7 +252,13 @@ class ProcessExecutor:
         parent_conn, child_conn = self._ctx.Pipe()
         process = self._ctx.Process(
             target=worker_main,
-            args=(child_conn, self._runtime, str(self._artifact), self._config),
+            args=(
+                child_conn,
+                self._runtime,
+                str(self._artifact),
+                self._config,
+                self._term_grace_s,
+            ),
             name=f"modelport-worker-{index}",
             daemon=True,
         )
@@ -462,13 +482,29 @@ class ProcessExecutor:
             worker.free_buffers()
 
 
-def process_executor_factory(workers: int) -> ExecutorFactory:
-    """An ``ExecutorFactory`` for the registry: starts a ``ProcessExecutor`` per version."""
+def process_executor_factory(
+    workers: int,
+    *,
+    stop_timeout_s: float = DRAIN_TIMEOUT_S,
+    load_timeout_s: float = LOAD_TIMEOUT_S,
+    term_grace_s: float = TERM_GRACE_S,
+) -> ExecutorFactory:
+    """An ``ExecutorFactory`` for the registry: starts a ``ProcessExecutor`` per version
+    (the timeouts as ``ProcessExecutor`` takes them)."""
 
     async def factory(
         runtime: str, artifact: Path, config: ModelConfig, board: BusyBoard | None = None
     ) -> tuple[Signature, Executor]:
-        executor = ProcessExecutor(runtime, artifact, config, workers, board=board)
+        executor = ProcessExecutor(
+            runtime,
+            artifact,
+            config,
+            workers,
+            stop_timeout_s=stop_timeout_s,
+            load_timeout_s=load_timeout_s,
+            term_grace_s=term_grace_s,
+            board=board,
+        )
         signature = await executor.start()
         return signature, executor
 

@@ -25,16 +25,16 @@ from modelport.core.runtime import Isolation, LoadedModel, ModelConfig
 from modelport.core.signature import Signature, TensorSpec
 from modelport.core.signature_spec import apply_feature_names, signature_from_mapping
 from modelport.errors import ConfigError, ModelNotFound, ModelNotReady, VersionNotFound
-from modelport.settings import BatchingSettings, ExecutorSettings
+from modelport.settings import DRAIN_TIMEOUT_S, BatchingSettings, ExecutorSettings
 
 log = logging.getLogger("modelport.registry")
 
 # a model file up to this size gets a lone-row session by default (a second copy of its
 # weights in each worker); larger ones only where model.yaml sets ``lone_row_threads``
 LONE_MAX_BYTES = 64 * 1024 * 1024
-# how long close() lets a version's running batches finish before stopping its executor
-# (as long as a process executor waits for its workers before killing them)
-DRAIN_GRACE_S = 5.0
+# how long close() lets a version's running batches finish before stopping its executor,
+# by default (``server.drain_timeout_s``, which a process executor's stop timeout follows)
+DRAIN_GRACE_S = DRAIN_TIMEOUT_S
 
 
 def _size(artifact: Path) -> int:

@@ -175,8 +175,7 @@ def test_a_worker_given_sigterm_exits_by_itself_after_the_grace() -> None:
     code = (
         "import time\n"
         "from modelport.core import _process_worker as w\n"
-        "w.TERM_GRACE_S = 0.3\n"
-        "w._defer_sigterm()\n"
+        "w._defer_sigterm(0.3)\n"
         "print('ready', flush=True)\n"
         "time.sleep(20)\n"
     )
