@@ -36,8 +36,12 @@ def create_app(services: Services) -> ASGIApp:
         *native.routes(services),
         *v2.routes(services),
         *docs.routes(services),
-        # security (issue 4): /admin/keys, /admin/usage
-        *(admin.routes(services.security) if services.security is not None else []),
+        # security (issue 4): /admin/keys, /admin/usage; /admin/models (load errors)
+        *(
+            admin.routes(services.security, services.registry)
+            if services.security is not None
+            else []
+        ),
     ]
 
     async def load_all() -> None:

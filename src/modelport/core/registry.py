@@ -35,6 +35,9 @@ LONE_MAX_BYTES = 64 * 1024 * 1024
 # how long close() lets a version's running batches finish before stopping its executor,
 # by default (``server.drain_timeout_s``, which a process executor's stop timeout follows)
 DRAIN_GRACE_S = DRAIN_TIMEOUT_S
+# What clients are told of a version that failed to load. Its error can quote file paths
+# and the model's internals, so it goes to the log and the admin API (scope admin) only.
+LOAD_FAILED_REASON = "the load failed; the server log says why"
 
 
 def _size(artifact: Path) -> int:
@@ -71,6 +74,16 @@ class ServedVersion:
     executor: Executor | None = None
     error: str | None = None
     preloaded: LoadedModel | None = None  # a model object handed in directly (tests, embedding)
+
+    @property
+    def reason(self) -> str | None:
+        """Why this version is not served, as clients may read it (never the load error)."""
+        return LOAD_FAILED_REASON if self.state is VersionState.FAILED else None
+
+    def unready_message(self) -> str:
+        """A client's message for a request this version cannot serve (not ready)."""
+        reason = f": {self.reason}" if self.reason else ""
+        return f"model '{self.model}' version {self.version} is {self.state.value}{reason}"
 
 
 @dataclass
@@ -180,10 +193,7 @@ class Registry:
         model = self.get(name)
         version = model.versions[model.resolve_name(ref)]
         if version.state is not VersionState.READY:
-            raise ModelNotReady(
-                f"model '{name}' version {version.version} is {version.state.value}"
-                + (f": {version.error}" if version.error else "")
-            )
+            raise ModelNotReady(version.unready_message())
         return version
 
     def all_ready(self) -> bool:

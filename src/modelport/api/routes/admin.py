@@ -6,8 +6,11 @@
     DELETE /admin/keys/{id}               revoke (also POST /admin/keys/{id}/revoke)
     POST   /admin/keys/{id}/rotate        new secret, same id → {"id", "key", ...}
     GET    /admin/usage?since=&key=&format=json|csv
+    GET    /admin/models                  every version's state, artifact and load error
 
-Every change writes an audit line (who, what, when) to the ``modelport.audit`` logger.
+Clients see a version that failed to load as ``failed`` with a generic reason; its error
+(which can quote file paths and the model's internals) is in the log and here. Every change
+writes an audit line (who, what, when) to the ``modelport.audit`` logger.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from starlette.routing import BaseRoute, Route
 
 from modelport.api.responses import json_response
 from modelport.api.security import SecurityGate, principal_of
+from modelport.core.registry import Registry
 from modelport.errors import InvalidInput, MalformedRequest
 from modelport.policy import keys as key_rules
 from modelport.policy.audit import audit
@@ -58,7 +62,7 @@ async def _json_object(request: Request) -> dict[str, Any]:
     return payload
 
 
-def routes(gate: SecurityGate) -> list[BaseRoute]:
+def routes(gate: SecurityGate, registry: Registry) -> list[BaseRoute]:
     manager = gate.manager
     wall = gate.wall
 
@@ -125,7 +129,26 @@ def routes(gate: SecurityGate) -> list[BaseRoute]:
             return Response(export_csv(rows), media_type="text/csv")
         return json_response(export_dicts(rows))
 
+    async def models(request: Request) -> Response:
+        return json_response(
+            {
+                "versions": [
+                    {
+                        "model": version.model,
+                        "version": version.version,
+                        "state": version.state.value,
+                        "runtime": version.runtime,
+                        "artifact": str(version.artifact),
+                        "error": version.error,
+                    }
+                    for name in registry.names()
+                    for version in registry.get(name).versions.values()
+                ]
+            }
+        )
+
     return [
+        Route("/admin/models", models, methods=["GET"]),
         Route("/admin/keys", list_keys, methods=["GET"]),
         Route("/admin/keys", create_key, methods=["POST"]),
         Route("/admin/keys/{key_id}", get_key, methods=["GET"]),

@@ -18,8 +18,8 @@ def version_info(sv: ServedVersion, siblings: list[Snapshot] | None = None) -> d
     """One version's state, signature and batching; with several HTTP workers
     (``siblings``: their published counters) the batch statistics are all of theirs."""
     info: dict[str, Any] = {"version": sv.version, "state": sv.state.value, "runtime": sv.runtime}
-    if sv.error:
-        info["error"] = sv.error
+    if sv.reason:  # the load error itself: the log and GET /admin/models
+        info["error"] = sv.reason
     if sv.signature is not None:
         info["signature"] = sv.signature.to_dict()
     if sv.batcher is not None:

@@ -118,13 +118,7 @@ def routes(services: Services) -> list[BaseRoute]:
         model, served = _served(request)
         if served.state is VersionState.READY:
             return json_response({"name": model.name, "version": served.version, "ready": True})
-        detail = f": {served.error}" if served.error else ""
-        return error_response(
-            request,
-            400,
-            "model_not_ready",
-            f"model '{model.name}' version {served.version} is {served.state.value}{detail}",
-        )
+        return error_response(request, 400, "model_not_ready", served.unready_message())
 
     async def infer(request: Request) -> Response:
         name: str = request.path_params["name"]
@@ -184,8 +178,8 @@ def routes(services: Services) -> list[BaseRoute]:
                     "version": served.version,
                     "state": _INDEX_STATE[served.state],
                 }
-                if served.error:
-                    entry["reason"] = served.error
+                if served.reason:  # the load error itself: the log and GET /admin/models
+                    entry["reason"] = served.reason
                 index.append(entry)
         return json_response(index)
 
