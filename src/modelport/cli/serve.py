@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import signal
 import socket
 from pathlib import Path
 from typing import Any
@@ -134,14 +135,8 @@ def serve(
         announce(server.port)
     logging.getLogger("uvicorn.error").setLevel(server.log_level.upper())
     options = uvicorn_options(settings)
-    if chosen is not None:
-        runner = uvicorn.Server(uvicorn.Config(target, **options))
-        with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C: shut down, as uvicorn.run
-            runner.run(sockets=[chosen])
-        if not runner.started:  # as uvicorn.run does when start-up fails
-            raise SystemExit(3)
-    elif plan.count == 1:
-        uvicorn.run(target, **options)
+    if plan.count == 1:
+        _serve_alone(target, options, [chosen] if chosen is not None else None)
     elif sharing:  # a socket per worker: connections spread evenly
         try:
             status = run_workers(
@@ -184,6 +179,32 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
         "proxy_headers": False,
         "server_header": False,
     }
+
+
+def _serve_alone(target: Any, options: dict[str, Any], sockets: list[socket.socket] | None) -> None:
+    """One process: uvicorn's server until SIGINT or SIGTERM, then a graceful shutdown
+    and exit status 0, as the multi-worker supervisor gives (``run_workers``).
+
+    uvicorn catches both signals, shuts down, then raises the signal again for the
+    handler that was in place before it. For SIGTERM that was the default, which ended
+    the process by the signal (status 143, -15 to a parent) after a clean stop; here it is
+    ``stop``. ``stop`` also covers a SIGTERM that arrives before uvicorn's handler is in
+    place: the server then shuts down as soon as it has started."""
+    import uvicorn
+
+    runner = uvicorn.Server(uvicorn.Config(target, **options))
+
+    def stop(signum: int, frame: Any) -> None:
+        runner.should_exit = True
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C: shut down, as uvicorn.run
+            runner.run(sockets=sockets)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    if not runner.started:  # as uvicorn.run does when start-up fails
+        raise SystemExit(3)
 
 
 def _address(host: str, port: int) -> str:
