@@ -100,7 +100,8 @@ class BatchStats:
     # batches in which the model failed for a reason other than the data (in any part of a
     # split batch), or which it refused for their data as a whole; once each
     failed_batches: int = 0
-    # one-row batches run on the idle workers' cores too (core/busy.py; counted by the executor)
+    # one-row batches, as formed from the queue (not the parts of a split batch), that ran on
+    # the idle workers' cores too (core/busy.py; counted by the executor)
     lone_row_batches: int = 0
     # batches the model refused for some requests' data, run again without them (see
     # ``Batcher._attempt``); once each
@@ -187,8 +188,18 @@ def _concat(items: list[_Item]) -> NamedArrays:
 class Batcher:
     """Queues requests for one model version and runs them in adaptive batches."""
 
-    def __init__(self, run_batch: RunBatch, policy: BatchPolicy, clock: Clock) -> None:
+    def __init__(
+        self,
+        run_batch: RunBatch,
+        policy: BatchPolicy,
+        clock: Clock,
+        run_part: RunBatch | None = None,
+    ) -> None:
+        """``run_part`` runs the parts of a batch the model refused for some request's data
+        (``_attempt``); default ``run_batch``. The in-process executors' own leaves those
+        parts out of ``lone_row_batches``, which counts batches as formed here."""
         self._run_batch = run_batch
+        self._run_part = run_part or run_batch
         self.policy = policy
         self._clock = clock
         self._queue: deque[_Item] = deque()
@@ -314,9 +325,12 @@ class Batcher:
             stats.split_batches += outcome.split
             stats.failed_batches += outcome.failed
 
-    async def _attempt(self, batch: list[_Item], rows: int, outcome: _Outcome) -> None:
-        """Run ``batch`` (a formed batch, or a part of one being split) and answer each of
-        its callers; ``outcome`` records what happened, for the formed batch's statistics.
+    async def _attempt(
+        self, batch: list[_Item], rows: int, outcome: _Outcome, is_part: bool = False
+    ) -> None:
+        """Run ``batch`` (a formed batch, or with ``is_part`` a part of one being split,
+        which ``run_part`` runs) and answer each of its callers; ``outcome`` records what
+        happened, for the formed batch's statistics.
 
         A batch the model refuses for its data (``InvalidInput``) is not the fault of every
         request in it: one hostile or out-of-range row would otherwise cost its batch-mates
@@ -331,7 +345,8 @@ class Batcher:
         the data's, and fails the whole batch (or part) at once.
         """
         try:
-            outputs = await self._run_batch(_concat(batch))
+            run = self._run_part if is_part else self._run_batch
+            outputs = await run(_concat(batch))
             for name, value in outputs.items():
                 got = value.shape[0] if value.ndim else 1
                 if got != rows:
@@ -355,7 +370,7 @@ class Batcher:
                 await asyncio.sleep(0)  # an inline model would otherwise hold the loop
                 live = self._still_wanted(part)
                 if live:
-                    await self._attempt(live, sum(it.rows for it in live), outcome)
+                    await self._attempt(live, sum(it.rows for it in live), outcome, is_part=True)
             return
         except ModelportError as exc:
             outcome.failed = True

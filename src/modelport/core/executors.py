@@ -66,9 +66,19 @@ class LendingExecutor:
                 return lone
         return self._predict
 
-    def count(self, predict: Predict) -> None:
-        if predict is self._lone and self.stats is not None:
+    def count(self, predict: Predict, formed: bool) -> None:
+        if formed and predict is self._lone and self.stats is not None:
             self.stats.lone_row_batches += 1
+
+    async def run(self, batch: NamedArrays, *, formed: bool = True) -> NamedArrays:
+        """``formed``: False for a part of a batch the batcher split (``run_part``)."""
+        raise NotImplementedError
+
+    async def run_part(self, batch: NamedArrays) -> NamedArrays:
+        """Run a part of a batch the batcher split after the model refused it (the
+        ``Batcher``'s ``run_part``): a one-row part may borrow cores like any batch, but
+        ``lone_row_batches`` counts only batches as the batcher formed them."""
+        return await self.run(batch, formed=False)
 
 
 class ThreadExecutor(LendingExecutor):
@@ -83,7 +93,7 @@ class ThreadExecutor(LendingExecutor):
         self.slots = threads
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix=f"mp-{name}")
 
-    async def run(self, batch: NamedArrays) -> NamedArrays:
+    async def run(self, batch: NamedArrays, *, formed: bool = True) -> NamedArrays:
         loop = asyncio.get_running_loop()
         board = self._board
         if board is None:
@@ -102,7 +112,7 @@ class ThreadExecutor(LendingExecutor):
             board.leave()
             raise
         board.leave()
-        self.count(predict)
+        self.count(predict, formed)
         return outputs
 
     async def close(self) -> None:
@@ -153,14 +163,14 @@ class InlineExecutor(LendingExecutor):
         self._slow_in_a_row = 0
         self.moved: ThreadExecutor | None = None
 
-    async def run(self, batch: NamedArrays) -> NamedArrays:
+    async def run(self, batch: NamedArrays, *, formed: bool = True) -> NamedArrays:
         if self.moved is not None:
-            return await self.moved.run(batch)
+            return await self.moved.run(batch, formed=formed)
         if not self._watch:
-            return self._run(batch)
+            return self._run(batch, formed)
         start = self._clock()
         try:
-            return self._run(batch)
+            return self._run(batch, formed)
         finally:  # a batch counts by how long it held the loop, whether it raised or not
             if self._clock() - start <= SLOW_BATCH_S:
                 self._slow_in_a_row = 0
@@ -169,7 +179,7 @@ class InlineExecutor(LendingExecutor):
                 if self._slow_in_a_row >= SLOW_BATCHES:
                     self._move()
 
-    def _run(self, batch: NamedArrays) -> NamedArrays:
+    def _run(self, batch: NamedArrays, formed: bool) -> NamedArrays:
         board = self._board
         if board is None:
             return self._predict(batch)
@@ -179,7 +189,7 @@ class InlineExecutor(LendingExecutor):
             outputs = predict(batch)
         finally:
             board.leave()
-        self.count(predict)
+        self.count(predict, formed)
         return outputs
 
     def _move(self) -> None:

@@ -323,11 +323,15 @@ class Registry:
             version.signature = effective_signature(
                 inferred, model.config, self._features.get(model.name), where
             )
+            lending = executor if isinstance(executor, LendingExecutor) else None
             version.batcher = Batcher(
-                executor.run, self._policy(model.config, executor.slots), self._clock
+                executor.run,
+                self._policy(model.config, executor.slots),
+                self._clock,
+                run_part=lending.run_part if lending is not None else None,
             )
-            if isinstance(executor, LendingExecutor):
-                executor.stats = version.batcher.stats
+            if lending is not None:
+                lending.stats = version.batcher.stats
             version.state = VersionState.READY
             log.info("loaded %s (%s) from %s", where, version.runtime, version.artifact)
         except Exception as exc:

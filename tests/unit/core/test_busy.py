@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from modelport.clock import ManualClock
 from modelport.core.batching import BatchStats
 from modelport.core.busy import BOARD_FILE, QUIET_NS, BusyBoard, make_board
 from modelport.core.discovery import RuntimeTable
@@ -22,10 +23,12 @@ from modelport.core.executors import (
     ThreadExecutor,
     choose_executor,
 )
+from modelport.core.registry import Registry
 from modelport.core.repository import ModelSource, VersionSource
 from modelport.core.runtime import BaseLoadedModel, Isolation, ModelConfig
-from modelport.core.signature import NamedArrays, Signature
-from modelport.errors import ConfigError
+from modelport.core.signature import NamedArrays, Signature, TensorSpec
+from modelport.errors import ConfigError, InvalidInput
+from modelport.settings import BatchingSettings, ExecutorSettings
 from tests.conftest import registry_for, write_mlp_onnx
 
 
@@ -185,6 +188,66 @@ def test_one_row_borrows_cores_only_while_the_others_are_quiet(
     assert executor.stats.lone_row_batches == 2
     clock.ns += QUIET_NS + 1
     assert theirs.others_quiet()  # and nothing is left marked busy
+
+
+class Refusing(LoneModel):
+    """Refuses (422) any batch holding a row of -1, without saying which row."""
+
+    signature = Signature(
+        inputs=(TensorSpec("x", "float64", (-1, 1)),),
+        outputs=(TensorSpec("y", "float64", (-1, 1)),),
+    )
+
+    def _record(self, kind: str, batch: NamedArrays) -> NamedArrays:
+        out = super()._record(kind, batch)
+        if (batch["x"] == -1).any():
+            raise InvalidInput("a row of -1")
+        return out
+
+
+@pytest.mark.parametrize("mode", ["inline", "thread"])
+def test_lone_row_batches_counts_formed_batches_not_a_split_batch_s_parts(
+    boards: tuple[BusyBoard, BusyBoard], mode: str
+) -> None:
+    """A batch the model refuses for one request's data runs again in halves, down to
+    one-row parts that borrow cores like any lone row; they are not lone-row batches."""
+    mine, _ = boards
+    model = Refusing()
+    registry = Registry(
+        RuntimeTable.discover(),
+        BatchingSettings(),
+        ExecutorSettings(mode=mode),
+        ManualClock(),
+        board=mine,
+    )
+    registry.add_object("m", model)
+
+    async def main() -> None:
+        await registry.load_all()
+        model.calls.clear()  # its warm-up
+        batcher = registry.resolve("m").batcher
+        assert batcher is not None
+        row = {"x": np.ones((1, 1))}
+        hostile = {"x": -np.ones((1, 1))}
+        # queued together, so that they form one batch of two rows
+        pair = [batcher.enqueue(row, 1), batcher.enqueue(hostile, 1)]
+        done = await asyncio.gather(*pair, return_exceptions=True)
+        assert isinstance(done[1], InvalidInput) and not isinstance(done[0], BaseException)
+        await batcher.submit(row, 1)  # formed with one row
+        await registry.close()
+
+    asyncio.run(main())
+    assert [(kind, rows) for kind, rows, _ in model.calls] == [
+        ("predict", 2),  # refused, then its halves, each borrowing cores
+        ("lone", 1),
+        ("lone", 1),
+        ("lone", 1),  # a lone request
+    ]
+    batcher = registry.get("m").versions["1"].batcher
+    assert batcher is not None
+    stats = batcher.stats
+    assert stats.lone_row_batches == 1
+    assert (stats.batches, stats.split_batches) == (2, 1)
 
 
 def test_a_failed_batch_does_not_leave_the_worker_marked_busy(
