@@ -196,3 +196,15 @@ def test_reserving_a_port_another_reuseport_server_listens_on_fails() -> None:
     assert taken.value.errno == errno.EADDRINUSE
     with _workers.reserve_port("127.0.0.1", port) as mine:  # free again: reserved
         assert mine.getsockname()[1] == port
+
+
+def test_an_ipv6_host_is_bound_ipv6_only_by_workers_as_by_one_process() -> None:
+    """``--host ::`` binds IPv6 only in one process (uvicorn's, and ours for --port 0);
+    the workers' sockets and the supervisor's did take IPv4 too (the kernel's default)."""
+    import socket
+
+    with _workers.reserve_port("::", 0) as held, _workers.reuseport_socket("::", 0) as worker:
+        for sock in (held, worker):
+            assert sock.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY) == 1
+    with _workers.reuseport_socket("127.0.0.1", 0) as plain:
+        assert plain.family == socket.AF_INET

@@ -49,10 +49,20 @@ def reuse_port_supported() -> bool:
     return hasattr(socket, "SO_REUSEPORT")
 
 
-def reuseport_socket(host: str, port: int) -> socket.socket:
-    """A TCP socket bound to (host, port) with SO_REUSEPORT; not yet listening."""
+def tcp_socket(host: str) -> socket.socket:
+    """An unbound TCP socket for ``host``: IPv6 for an address with a ":" (IPv6 only, as
+    uvicorn binds one on a port it is given), IPv4 for anything else, a host name
+    included (``localhost`` is 127.0.0.1 here; README, "Serve")."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
+    if family == socket.AF_INET6:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+    return sock
+
+
+def reuseport_socket(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to (host, port) with SO_REUSEPORT; not yet listening."""
+    sock = tcp_socket(host)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     sock.bind((host, port))
@@ -68,8 +78,7 @@ def reserve_port(host: str, port: int) -> socket.socket:
     socket (SO_REUSEADDR only, which a listener on the port refuses) is bound first; it
     raises EADDRINUSE if anything holds the port. Port 0 needs no check: it is new."""
     if port != 0:
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        with socket.socket(family, socket.SOCK_STREAM) as probe:
+        with tcp_socket(host) as probe:
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             probe.bind((host, port))
     return reuseport_socket(host, port)

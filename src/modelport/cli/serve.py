@@ -214,12 +214,11 @@ def _address(host: str, port: int) -> str:
 
 def _bind(host: str) -> socket.socket:
     """A listening-ready socket on ``host`` and a port the system picks."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    from modelport.cli._workers import tcp_socket
+
+    sock = tcp_socket(host)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if family == socket.AF_INET6:  # "::" means IPv6 only, as uvicorn.run binds it
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         sock.bind((host, 0))
     except OSError as exc:
         sock.close()
