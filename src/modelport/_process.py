@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-STOP_TIMEOUT_S = 10.0  # `modelport serve` gives its requests 10 s to finish too; then SIGKILL
+STOP_TIMEOUT_S = 10.0  # then SIGKILL; callers that start `modelport serve` set their own
 TAIL_BYTES = 4000
 _POLL_S = 0.05  # how often stop() looks whether the server has exited
 
