@@ -241,8 +241,9 @@ def test_workers_report_batch_statistics_together(start_server: Any, tmp_path: P
     siblings' published counters, so the figures do not depend on the connection."""
     import time
 
-    boards = set(Path("/dev/shm").glob("modelport-stats-*"))
     server = start_server("--data-dir", str(tmp_path / "data"), "--workers", "2")
+    # this server's own directory (other test runs on the machine may have theirs)
+    boards = f"modelport-stats-{server.proc.pid}-*"
     deadline = time.monotonic() + 60
     while server.output().count("Application startup complete") < 2:
         assert time.monotonic() < deadline
@@ -262,12 +263,12 @@ def test_workers_report_batch_statistics_together(start_server: Any, tmp_path: P
             reports[r.headers["x-request-id"].split("-")[0]] = stats
         time.sleep(0.05)
     assert set(reports) == workers  # each worker, answering, counts all 40
-    assert set(Path("/dev/shm").glob("modelport-stats-*")) - boards  # the shared directory
+    assert list(Path("/dev/shm").glob(boards))  # the shared directory
     for stats in reports.values():
         assert stats["workers"] == 2 and stats["rows"] == 40
         assert stats["max_batch_rows"] >= 1 and stats["batches"] <= 40
     assert server.stop() == 0
-    assert set(Path("/dev/shm").glob("modelport-stats-*")) <= boards  # removed at exit
+    assert not list(Path("/dev/shm").glob(boards))  # removed at exit
 
 
 def _children(pid: int) -> set[int]:
