@@ -42,7 +42,8 @@ _ENV_ALIASES = {
 
 
 class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # no inf or nan: HTTP workers read the settings back from JSON, which has neither
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
 
 # The timeouts of stopping must agree, so they are derived from two settings (defaults

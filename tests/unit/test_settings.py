@@ -91,3 +91,19 @@ def test_a_drain_longer_than_the_graceful_shutdown_is_refused() -> None:
     assert (short.shutdown_timeout_s, short.drain_timeout_s) == (3.0, 3.0)
     with pytest.raises(ConfigError, match=r"server\.shutdown_timeout_s"):
         load_settings({"server": {"shutdown_timeout_s": 0}}, env={})
+
+
+@pytest.mark.parametrize(
+    ("variable", "setting"),
+    [
+        ("MODELPORT_EXECUTORS__LOAD_TIMEOUT_S", "executors.load_timeout_s"),
+        ("MODELPORT_SERVER__REQUEST_TIMEOUT_S", "server.request_timeout_s"),
+        ("MODELPORT_BATCHING__MAX_DELAY_MS", "batching.max_delay_ms"),
+    ],
+)
+def test_an_infinite_number_is_refused_at_start_up(variable: str, setting: str) -> None:
+    """HTTP workers read the settings back from JSON (``publish_for_workers``), which has no
+    infinity: one let through here became null there, and every worker failed to start
+    (``--workers 2`` exited 1 after a crash loop of tracebacks)."""
+    with pytest.raises(ConfigError, match=setting):
+        load_settings(env={variable: "inf"})
