@@ -58,3 +58,14 @@ def test_a_model_that_will_never_be_ready_fails_at_once_with_the_servers_stderr(
     message = failed.value.message
     assert message.startswith("model iris version 1 failed to load")
     assert "loading iris failed" in message
+
+
+def test_its_sigkill_comes_after_the_supervisors_own_deadline() -> None:
+    """A multi-worker server kills a worker still stopping ``STOP_MARGIN_S`` after the
+    longest graceful stop, then removes its statistics directory from /dev/shm. A SIGKILL
+    from bench at that same moment would leave the directory behind."""
+    from modelport.cli._workers import STOP_MARGIN_S
+    from modelport.settings import DRAIN_TIMEOUT_S, SHUTDOWN_TIMEOUT_S, longest_stop_s
+
+    supervisor_kills_at = longest_stop_s(SHUTDOWN_TIMEOUT_S, DRAIN_TIMEOUT_S) + STOP_MARGIN_S
+    assert BenchServer.stop_timeout_s >= supervisor_kills_at + 2
