@@ -380,6 +380,32 @@ def test_the_fixture_stops_every_worker_even_one_its_supervisor_cannot(
             shutil.rmtree(stats, ignore_errors=True)
 
 
+def test_the_supervisor_kills_a_stuck_worker_at_its_deadline_and_says_so(
+    start_server: Any, tmp_path: Path
+) -> None:
+    """One deadline for all workers: the longest graceful stop (1 s of shutdown + 3 x 1 s
+    of drain) plus the margin. A worker still running then is killed, and the log says
+    so: the server's status alone (0) would not tell that a worker's requests were cut."""
+    import os
+    import time
+
+    server = start_server(
+        "--data-dir", str(tmp_path / "data"), "--workers", "2", "--shutdown-timeout", "1"
+    )
+    workers = _workers(server.proc.pid)
+    assert len(workers) == 2
+    stuck = sorted(workers)[0]
+    os.kill(stuck, signal.SIGSTOP)  # the supervisor's SIGTERM stays pending
+    try:
+        began = time.monotonic()
+        assert server.stop(timeout_s=30) == 0
+        assert time.monotonic() - began < 4 + 5 + 5
+        assert f"worker (pid {stuck}) was still running" in server.output()
+    finally:
+        if not process_ended(stuck):
+            os.kill(stuck, signal.SIGKILL)
+
+
 def test_workers_on_a_taken_port_fail_clearly(tmp_path: Path) -> None:
     import subprocess
     import sys

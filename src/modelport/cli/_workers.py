@@ -267,6 +267,11 @@ def run_workers(
         for process in processes:
             process.join(timeout=max(0.0, deadline - time.monotonic()))
             if process.is_alive():
+                log.warning(
+                    "worker (pid %s) was still running %.0f s after SIGTERM; killing it",
+                    process.pid,
+                    worker_stop_s + STOP_MARGIN_S,
+                )
                 process.kill()
                 process.join()
         reserved.close()
