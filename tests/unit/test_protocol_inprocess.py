@@ -722,3 +722,33 @@ def test_the_end_of_input_is_the_client_leaving_for_an_app_that_watches_for_it(
         assert transport.writes == []  # withdrawn from the batch queue
 
     asyncio.run(main())
+
+
+@pytest.mark.parametrize("status", [204, 304])
+def test_a_bodiless_answer_the_app_marks_chunked_gets_no_chunk_framing(status: int) -> None:
+    """A 204 or 304 has no body whatever its headers say (RFC 9112, section 6.3), so an
+    app's own ``Transfer-Encoding: chunked`` on one must not bring a last chunk
+    (``0\\r\\n\\r\\n``): the client would read it as the start of the next answer on the
+    connection. The header is not sent either (RFC 9112, section 6.1, for 204)."""
+
+    async def bodiless(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await receive()
+        headers = [(b"transfer-encoding", b"chunked")]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": b""})
+
+    async def main() -> None:
+        protocol, transport = _connection(bodiless)
+        protocol.data_received(
+            b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\n\r\n"
+        )
+        await _turns()
+        assert len(transport.writes) == 2
+        for answer in transport.writes:
+            assert answer.startswith(b"HTTP/1.1 %d " % status)
+            assert answer.endswith(b"\r\n\r\n") and answer.count(b"\r\n\r\n") == 1
+            assert b"transfer-encoding" not in answer.lower()
+        assert not transport.closed  # the connection goes on
+        protocol.connection_lost(None)
+
+    asyncio.run(main())

@@ -324,9 +324,11 @@ class Cycle:
                 if length is None:
                     length = int(value)
             elif key == b"transfer-encoding":
-                if self.scope["http_version"] == "1.0":
+                if self.scope["http_version"] == "1.0" or status in _NO_BODY:
                     # HTTP/1.0 has no chunked encoding (RFC 9112, section 6.1): the header
-                    # is dropped and the body ends where the connection does (below)
+                    # is dropped and the body ends where the connection does (below); a
+                    # 204 or 304 has no body at all, so no chunk framing (its last chunk
+                    # would be read as the next answer) and no header (RFC 9112, 6.1)
                     continue
                 self.chunked = value.lower() == b"chunked"
             elif key == b"connection" and b"close" in value.lower():
