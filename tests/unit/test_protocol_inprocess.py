@@ -752,3 +752,31 @@ def test_a_bodiless_answer_the_app_marks_chunked_gets_no_chunk_framing(status: i
         protocol.connection_lost(None)
 
     asyncio.run(main())
+
+
+def test_over_tls_the_end_of_input_closes_at_once() -> None:
+    """A TLS transport cannot stay open after the client's end of input (asyncio's and
+    uvloop's SSL layers shut the connection down whatever ``eof_received`` returns, and
+    log a warning for a True), so over TLS the end of input closes the connection, as
+    the client leaving: no half-closed state, no warning."""
+
+    async def slow(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await receive()
+        await asyncio.sleep(0.02)
+        await app_answer(send)
+
+    async def main() -> None:
+        config = uvicorn.Config(slow, log_config=None, lifespan="off")
+        protocol = HttpProtocol(config, ServerState(), {})
+        transport = FakeTransport()
+        transport._extra["sslcontext"] = object()  # what is_ssl() looks for
+        transport.half_close = False  # as an SSL transport says
+        protocol.connection_made(transport)
+        assert protocol.scheme == "https"
+        protocol.data_received(REQUEST)
+        await _turns()
+        assert not protocol.eof_received()
+        assert transport.closed and not protocol.half_closed
+        protocol.connection_lost(None)
+
+    asyncio.run(main())

@@ -40,8 +40,8 @@ Each request's ASGI ``receive``/``send`` and its response framing are ``Cycle``
 
 Scope of HTTP: HTTP/1.0 and 1.1 with keep-alive, pipelining, ``Expect: 100-continue``,
 chunked request and response bodies, HEAD, a client that half-closes after its requests
-(answered, then closed). No WebSocket: an upgrade request is answered as plain HTTP and the
-connection then closed.
+(answered, then closed; not over TLS). No WebSocket: an upgrade request is answered as
+plain HTTP and the connection then closed.
 """
 
 from __future__ import annotations
@@ -276,13 +276,15 @@ class HttpProtocol(ConnectionTimers, asyncio.Protocol):
         ``receive()`` waiting after the whole body, now or later: ``Cycle``): it is told
         the client left, as before, so that work for gone clients is dropped (the predict
         path) and a wait for the disconnect does not last for ever. With no request owed
-        (idle, a head or body cut short, lingering) the connection closes now. True keeps
-        our side open. Reading is paused while requests wait behind the one being
-        answered (parsed, or as bytes), so the end shows up only once the last one sent
-        is being answered."""
+        (idle, a head or body cut short, lingering) the connection closes now, and so it
+        does over TLS (the client's close_notify), where the SSL layer shuts down the
+        connection whatever this returns. True keeps our side open. Reading is paused
+        while requests wait behind the one being answered (parsed, or as bytes), so the
+        end shows up only once the last one sent is being answered."""
         last = self.cycle
         if (
             last is None
+            or self.scheme == "https"
             or last.complete
             or last.more_body  # its body can never arrive now
             or last.gone is not None  # the app watches for the client leaving
