@@ -780,3 +780,34 @@ def test_over_tls_the_end_of_input_closes_at_once() -> None:
         protocol.connection_lost(None)
 
     asyncio.run(main())
+
+
+@pytest.mark.parametrize("half_closed", [False, True])
+def test_a_disconnect_watch_begun_after_the_client_left_is_told_at_once(
+    half_closed: bool,
+) -> None:
+    """An app that registers its ON_DISCONNECT callback after the connection was lost
+    (between reading the body and queueing its work, say) is called back at once: it
+    would otherwise wait for ever, or run work for a gone client. And nothing is armed on
+    the lost connection (a half-closed one used to start its 30 s abort timer again)."""
+    seen: list[str] = []
+    go = asyncio.Event()
+
+    async def late(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await receive()
+        await go.wait()
+        scope["extensions"][protocol_module.ON_DISCONNECT](lambda: seen.append("gone"))
+
+    async def main() -> None:
+        protocol, _ = _connection(late)
+        protocol.data_received(REQUEST)
+        await _turns()
+        if half_closed:
+            assert protocol.eof_received() is True  # not watching yet
+        protocol.connection_lost(ConnectionResetError())
+        go.set()
+        await _turns()
+        assert seen == ["gone"]
+        assert protocol.timer is None
+
+    asyncio.run(main())

@@ -112,11 +112,22 @@ class Cycle:
         self.left = 0  # body bytes still owed under Content-Length
 
     def on_disconnect(self, callback: Callable[[], None] | None) -> None:
+        if callback is not None:
+            if self.disconnected:
+                # the connection was lost before the watch began: say so now (it would
+                # wait for ever), and arm nothing on the lost connection
+                try:
+                    callback()
+                except Exception:
+                    log.exception("disconnect callback failed")
+                return
+            if self.conn.half_closed:
+                # a watch begun after the end of input: that end counts as the client
+                # leaving (see HttpProtocol.eof_received); the callback runs on the close
+                self.gone = callback
+                self.conn._close()
+                return
         self.gone = callback
-        if callback is not None and self.conn.half_closed:
-            # a watch begun after the end of input: that end counts as the client
-            # leaving (see HttpProtocol.eof_received); the callback runs on the close
-            self.conn._close()
 
     def wake(self) -> None:
         waiter = self.waiter

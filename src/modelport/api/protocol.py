@@ -76,8 +76,9 @@ _SLICE = 8192
 _HEAD_FED_LIMIT = MAX_HEAD_BYTES + 4 * MAX_HEADERS + 1024
 _ASGI = {"version": "3.0", "spec_version": "2.3"}
 # ASGI extension: ``scope["extensions"][ON_DISCONNECT](callback)`` asks to have ``callback()``
-# called as soon as the client goes away (``None`` withdraws it); no task has to sit in
-# ``receive()`` to find out. api/fastpath.py uses it to drop queued predictions.
+# called as soon as the client goes away, at once if it has already gone (``None``
+# withdraws it); no task has to sit in ``receive()`` to find out. api/fastpath.py uses it
+# to drop queued predictions.
 ON_DISCONNECT = "modelport.on_disconnect"
 
 
