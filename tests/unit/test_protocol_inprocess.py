@@ -811,3 +811,32 @@ def test_a_disconnect_watch_begun_after_the_client_left_is_told_at_once(
         assert protocol.timer is None
 
     asyncio.run(main())
+
+
+@pytest.mark.usefixtures("short_stall")
+def test_an_answer_cut_short_for_a_client_that_does_not_read_ends_in_an_abort() -> None:
+    """An app that fails halfway through its answer gets the connection closed, so the
+    client sees the answer cut short. With the client not reading, close() waits for
+    the unsent bytes for ever (the stall timer stops once the transport is closing), so
+    that close, like every close the protocol makes on its own, becomes an abort after
+    STALL_S."""
+    go = asyncio.Event()
+
+    async def breaks(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await receive()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"part", "more_body": True})
+        await go.wait()
+        raise RuntimeError("halfway")
+
+    async def main() -> None:
+        protocol, transport = _connection(breaks)
+        protocol.data_received(REQUEST)
+        await _turns()
+        protocol.pause_writing()  # the client stopped reading
+        go.set()
+        await asyncio.sleep(0.3)
+        assert transport.closed and transport.aborted
+        protocol.connection_lost(None)
+
+    asyncio.run(main())

@@ -166,7 +166,7 @@ class Cycle:
         if answer is None:
             if failed and not self.disconnected:
                 conn.transport.write(plain_answer(500, "Internal Server Error"))
-                conn.transport.close()
+                conn._close()  # an abort if the client never takes it (api/_timers.py)
             return
         if self.disconnected:
             return
@@ -214,20 +214,23 @@ class Cycle:
             log.exception("unhandled error in the ASGI app")
             if not self.started:
                 await self._send_500()
-            elif not self.complete:  # the answer is cut short: the client must see that
-                self.conn.transport.close()
+            elif not self.complete and not self.disconnected:
+                # the answer is cut short: the client must see that (and a client that
+                # does not read is aborted, not waited for: _close)
+                self.conn._close()
             # (after a complete answer, e.g. Starlette re-raising behind its 500, the
             # connection and the requests queued on it go on)
             return
         if result is not None:
             log.error("the ASGI app returned %r instead of None", result)
-            self.conn.transport.close()
+            if not self.disconnected:
+                self.conn._close()
         elif not self.started and not self.disconnected:
             log.error("the ASGI app returned without starting a response")
             await self._send_500()
         elif not self.complete and not self.disconnected:
             log.error("the ASGI app returned without completing its response")
-            self.conn.transport.close()
+            self.conn._close()
 
     async def _send_500(self) -> None:
         self.keep_alive = False

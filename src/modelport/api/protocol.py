@@ -247,7 +247,7 @@ class HttpProtocol(ConnectionTimers, asyncio.Protocol):
                 # connection cannot go on (its answer, if begun, is cut short)
                 if not active.started:
                     self.transport.write(plain_answer(status, message))
-                self.transport.close()
+                self._close()
                 return
             # a later request: its answer goes after those owed before it (RFC 9112,
             # section 9.3.2), queued behind them
