@@ -476,6 +476,13 @@ async def app_answer(send: Any) -> None:
     await send({"type": "http.response.body", "body": b"{}"})
 
 
+async def slow_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """Reads the body, then answers 20 ms later: a request that is being answered a while."""
+    await receive()
+    await asyncio.sleep(0.02)
+    await app_answer(send)
+
+
 def test_http_10_expect_100_continue_is_ignored() -> None:
     async def main() -> None:
         protocol, transport = _connection(read_all)
@@ -562,13 +569,8 @@ def test_a_queued_request_with_a_malformed_body_is_refused_after_the_answers_bef
     served, so it leaves the queue and its 400 follows the answer before it (it used to
     wait for a body that would never be parsed, holding the connection for ever)."""
 
-    async def slow(scope: dict[str, Any], receive: Any, send: Any) -> None:
-        await receive()
-        await asyncio.sleep(0.02)
-        await app_answer(send)
-
     async def main() -> None:
-        protocol, transport = _connection(slow)
+        protocol, transport = _connection(slow_app)
         protocol.data_received(
             b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n"
             b"POST /b HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
@@ -651,13 +653,8 @@ def test_a_half_closed_connection_is_answered_then_closed() -> None:
     once (no lingering: the client has sent all it will). With nothing owed, or with a
     body that can no longer arrive, it closes now."""
 
-    async def slow(scope: dict[str, Any], receive: Any, send: Any) -> None:
-        await receive()
-        await asyncio.sleep(0.02)
-        await app_answer(send)
-
     async def main() -> None:
-        protocol, transport = _connection(slow)
+        protocol, transport = _connection(slow_app)
         protocol.data_received(REQUEST)
         await _turns()
         assert protocol.eof_received() is True
@@ -669,7 +666,7 @@ def test_a_half_closed_connection_is_answered_then_closed() -> None:
         assert transport.closed and not transport.eof_written
         protocol.connection_lost(None)
 
-        protocol, transport = _connection(slow)  # answered: idle
+        protocol, transport = _connection(slow_app)  # answered: idle
         protocol.data_received(REQUEST)
         await asyncio.sleep(0.05)
         assert not protocol.eof_received()
@@ -760,13 +757,8 @@ def test_over_tls_the_end_of_input_closes_at_once() -> None:
     log a warning for a True), so over TLS the end of input closes the connection, as
     the client leaving: no half-closed state, no warning."""
 
-    async def slow(scope: dict[str, Any], receive: Any, send: Any) -> None:
-        await receive()
-        await asyncio.sleep(0.02)
-        await app_answer(send)
-
     async def main() -> None:
-        config = uvicorn.Config(slow, log_config=None, lifespan="off")
+        config = uvicorn.Config(slow_app, log_config=None, lifespan="off")
         protocol = HttpProtocol(config, ServerState(), {})
         transport = FakeTransport()
         transport._extra["sslcontext"] = object()  # what is_ssl() looks for
