@@ -19,10 +19,10 @@ from modelport.bootstrap import build
 from modelport.clock import ManualClock
 from modelport.core.busy import BusyBoard
 from modelport.core.discovery import RuntimeTable
-from modelport.core.registry import DRAIN_GRACE_S, ExecutorFactory, Registry
+from modelport.core.registry import ExecutorFactory, Registry
 from modelport.core.repository import ModelSource
 from modelport.demo import ensure_demo_repository
-from modelport.settings import BatchingSettings, ExecutorSettings, load_settings
+from modelport.settings import DRAIN_TIMEOUT_S, BatchingSettings, ExecutorSettings, load_settings
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -158,7 +158,7 @@ def registry_for(
     sources: list[ModelSource],
     process_factory: ExecutorFactory | None = None,
     board: BusyBoard | None = None,
-    drain_grace_s: float = DRAIN_GRACE_S,
+    drain_grace_s: float = DRAIN_TIMEOUT_S,
 ) -> Registry:
     """A registry with default settings and a manual clock, its sources added (not loaded)."""
     registry = Registry(

@@ -32,9 +32,6 @@ log = logging.getLogger("modelport.registry")
 # a model file up to this size gets a lone-row session by default (a second copy of its
 # weights in each worker); larger ones only where model.yaml sets ``lone_row_threads``
 LONE_MAX_BYTES = 64 * 1024 * 1024
-# how long close() lets a version's running batches finish before stopping its executor,
-# by default (``server.drain_timeout_s``, which a process executor's stop timeout follows)
-DRAIN_GRACE_S = DRAIN_TIMEOUT_S
 # What clients are told of a version that failed to load. Its error can quote file paths
 # and the model's internals, so it goes to the log and the admin API (scope admin) only.
 LOAD_FAILED_REASON = "the load failed; the server log says why"
@@ -153,7 +150,7 @@ class Registry:
         cpu_share: int | None = None,
         board: BusyBoard | None = None,
         lone_threads: int | None = None,
-        drain_grace_s: float = DRAIN_GRACE_S,
+        drain_grace_s: float = DRAIN_TIMEOUT_S,
     ) -> None:
         """``runtime_threads``: the default for a runtime's own thread pool (onnxruntime's
         ``intra_op_threads``) where model.yaml does not set one. ``cpu_share``: the cores
@@ -161,7 +158,9 @@ class Registry:
         HTTP workers' shared busy board; with it, ``lone_threads`` is the default for
         ``lone_row_threads`` (a one-row batch borrows the idle workers' cores) for models
         of at most ``LONE_MAX_BYTES`` on disk, since it costs a second session.
-        ``drain_grace_s``: how long ``close`` waits for running batches (``DRAIN_GRACE_S``)."""
+        ``drain_grace_s``: how long ``close`` lets a version's running batches finish
+        before stopping its executor (``server.drain_timeout_s``, which a process
+        executor's stop timeout follows)."""
         self._drain_grace_s = drain_grace_s
         self._runtimes = runtimes
         self._runtime_threads = runtime_threads
