@@ -64,6 +64,10 @@ def longest_stop_s(shutdown_timeout_s: float, drain_timeout_s: float) -> float:
     return shutdown_timeout_s + 3 * drain_timeout_s
 
 
+# with the default timeouts (a process executor's SIGTERM grace; ``modelport bench``)
+LONGEST_STOP_S = longest_stop_s(SHUTDOWN_TIMEOUT_S, DRAIN_TIMEOUT_S)
+
+
 class ServerSettings(_Frozen):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)

@@ -19,7 +19,7 @@ import click
 
 from modelport._process import ChildServer, NotReady, ServerExited, free_port
 from modelport.cli._workers import STOP_MARGIN_S
-from modelport.settings import DRAIN_TIMEOUT_S, SHUTDOWN_TIMEOUT_S, longest_stop_s
+from modelport.settings import LONGEST_STOP_S
 
 READY_TIMEOUT_S = 120.0
 
@@ -31,7 +31,7 @@ class BenchServer(ChildServer):
     # (25 s), then the supervisor's own margin before it kills a worker still stopping,
     # then time for it to clean up (its statistics directory), before SIGKILL. It is idle
     # by then, so it exits at once.
-    stop_timeout_s = longest_stop_s(SHUTDOWN_TIMEOUT_S, DRAIN_TIMEOUT_S) + STOP_MARGIN_S + 5.0
+    stop_timeout_s = LONGEST_STOP_S + STOP_MARGIN_S + 5.0
 
     def __init__(self, command: list[str], url: str, log_path: Path) -> None:
         super().__init__(command, log_path)

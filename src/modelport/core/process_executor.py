@@ -59,19 +59,12 @@ from modelport.core.registry import ExecutorFactory
 from modelport.core.runtime import ModelConfig
 from modelport.core.signature import NamedArrays, Signature
 from modelport.errors import ConfigError, ModelFailed, WorkerFailed
-from modelport.settings import (
-    DRAIN_TIMEOUT_S,
-    LOAD_TIMEOUT_S,
-    SHUTDOWN_TIMEOUT_S,
-    longest_stop_s,
-)
+from modelport.settings import DRAIN_TIMEOUT_S, LOAD_TIMEOUT_S, LONGEST_STOP_S
 
 log = logging.getLogger("modelport.process_executor")
 
 _OFF_LOOP_BYTES = 8 << 20  # bigger copies (> ~0.3 ms) run in a thread, off the event loop
 STABLE_S = 30.0  # a worker that lived this long (or served a call) resets its slot's back-off
-# by default a worker defers a group SIGTERM for the parent's longest graceful stop
-TERM_GRACE_S = longest_stop_s(SHUTDOWN_TIMEOUT_S, DRAIN_TIMEOUT_S)
 
 _REFUSAL_CHARS = 500
 # Callers see a WorkerFailed's message (a 503 is not masked), and why a restart failed names
@@ -176,7 +169,7 @@ class ProcessExecutor:
         buffer_bytes: int = 1 << 20,
         stop_timeout_s: float = DRAIN_TIMEOUT_S,
         load_timeout_s: float = LOAD_TIMEOUT_S,
-        term_grace_s: float = TERM_GRACE_S,
+        term_grace_s: float = LONGEST_STOP_S,
         board: BusyBoard | None = None,
     ) -> None:
         """``stop_timeout_s``: how long ``close`` waits for running calls, and then for each
@@ -487,7 +480,7 @@ def process_executor_factory(
     *,
     stop_timeout_s: float = DRAIN_TIMEOUT_S,
     load_timeout_s: float = LOAD_TIMEOUT_S,
-    term_grace_s: float = TERM_GRACE_S,
+    term_grace_s: float = LONGEST_STOP_S,
 ) -> ExecutorFactory:
     """An ``ExecutorFactory`` for the registry: starts a ``ProcessExecutor`` per version
     (the timeouts as ``ProcessExecutor`` takes them)."""
