@@ -65,6 +65,14 @@ def _rendered_defaults(headers: list[tuple[bytes, bytes]]) -> bytes | None:
     return block
 
 
+def _call_gone(callback: Callable[[], None]) -> None:
+    """Call an ``ON_DISCONNECT`` callback; what it raises is logged, not raised."""
+    try:
+        callback()
+    except Exception:
+        log.exception("disconnect callback failed")
+
+
 class Cycle:
     """One request and its response: the ASGI ``receive`` and ``send`` of that request."""
 
@@ -112,22 +120,25 @@ class Cycle:
         self.left = 0  # body bytes still owed under Content-Length
 
     def on_disconnect(self, callback: Callable[[], None] | None) -> None:
-        if callback is not None:
-            if self.disconnected:
-                # the connection was lost before the watch began: say so now (it would
-                # wait for ever), and arm nothing on the lost connection
-                try:
-                    callback()
-                except Exception:
-                    log.exception("disconnect callback failed")
-                return
-            if self.conn.half_closed:
-                # a watch begun after the end of input: that end counts as the client
-                # leaving (see HttpProtocol.eof_received); the callback runs on the close
-                self.gone = callback
-                self.conn._close()
-                return
+        if callback is not None and self.disconnected:
+            # the connection was lost before the watch began: say so now (it would wait
+            # for ever), and arm nothing on the lost connection
+            _call_gone(callback)
+            return
         self.gone = callback
+        if callback is not None and self.conn.half_closed:
+            # a watch begun after the end of input: that end counts as the client leaving
+            # (see HttpProtocol.eof_received); the callback runs on the close
+            self.conn._close()
+
+    def lost(self) -> None:
+        """The connection was lost: a request not yet answered learns that its client
+        left (its ``ON_DISCONNECT`` callback, a ``receive()`` waiting)."""
+        if not self.complete:
+            self.disconnected = True
+            if self.gone is not None:
+                _call_gone(self.gone)
+        self.wake()
 
     def wake(self) -> None:
         waiter = self.waiter

@@ -167,14 +167,7 @@ class HttpProtocol(ConnectionTimers, asyncio.Protocol):
         everyone = (self.active, self.cycle, *(queued for queued, _ in self.pipeline))
         for cycle in {id(cycle): cycle for cycle in everyone}.values():
             if cycle is not None:
-                if not cycle.complete:
-                    cycle.disconnected = True
-                    if cycle.gone is not None:
-                        try:
-                            cycle.gone()
-                        except Exception:
-                            log.exception("disconnect callback failed")
-                cycle.wake()
+                cycle.lost()
         self.pipeline.clear()
         if self.flow is not None:
             self.flow.resume_writing()
