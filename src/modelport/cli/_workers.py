@@ -263,14 +263,15 @@ def run_workers(
         for process in processes:
             if process.is_alive() and process.pid is not None:
                 process.terminate()  # SIGTERM: uvicorn finishes in-flight requests first
-        deadline = time.monotonic() + worker_stop_s + STOP_MARGIN_S  # they stop together
+        allowed_s = worker_stop_s + STOP_MARGIN_S
+        deadline = time.monotonic() + allowed_s  # they stop together
         for process in processes:
             process.join(timeout=max(0.0, deadline - time.monotonic()))
             if process.is_alive():
                 log.warning(
                     "worker (pid %s) was still running %.0f s after SIGTERM; killing it",
                     process.pid,
-                    worker_stop_s + STOP_MARGIN_S,
+                    allowed_s,
                 )
                 process.kill()
                 process.join()
